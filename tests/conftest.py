@@ -1,0 +1,10 @@
+"""Test-wide settings. Every test process sees 8 CPU devices, so multi-device code is exercised on the CPU."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402  (must follow the environment above)
+
+assert jax.device_count() == 8, "XLA_FLAGS was set after jax initialised its backends"
