@@ -1,0 +1,13 @@
+"""The networks of the paper, in Flax linen, parameter for parameter those of the official code.
+
+``get_model(config)`` builds the network named by ``config.model.name``:
+  'ncsnpp'                                   NCSN++ and DDPM++ (ncsnpp.py)
+  'ddpm'                                     DDPM (ddpm.py)
+
+Each is a module called as ``model.apply(variables, x, labels, train=False)`` on NHWC images.
+"""
+
+from score_sde.models import ddpm, ncsnpp  # noqa: F401  (registers the networks)
+from score_sde.models.utils import compute_dtype, get_act, get_model, get_sigmas, register_model
+
+__all__ = ['get_model', 'get_sigmas', 'get_act', 'compute_dtype', 'register_model']
