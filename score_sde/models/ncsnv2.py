@@ -41,7 +41,7 @@ class RefineNet(nn.Module):
     m = self.config.model
     nf, act = m.nf, get_act(self.config)
     normalizer = get_normalization(self.config, conditional=self.conditional)
-    y = labels if self.conditional else None
+    y = labels.astype(jnp.int32) if self.conditional else None
     Block = functools.partial(ConditionalResidualBlock if self.conditional else ResidualBlock, act=act,
                               normalization=normalizer)
     Refine = functools.partial(CondRefineBlock, normalizer=normalizer) if self.conditional else RefineBlock
