@@ -9,6 +9,7 @@ import json
 import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -197,11 +198,27 @@ def test_dropout_and_training_gradient():
   assert np.all(np.isfinite(g1['Conv_0']['kernel'])) and np.any(g1['Conv_0']['kernel'])
 
 
+def _products(jaxpr):
+  """(primitive, operand dtypes) of every convolution and dot product in a jaxpr and its sub-jaxprs."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ('conv_general_dilated', 'dot_general'):
+      found.append((eqn.primitive.name, {v.aval.dtype for v in eqn.invars}))
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+          found += _products(getattr(sub, 'jaxpr', sub))
+  return found
+
+
 def test_bfloat16_compute_float32_parameters_close_to_float32():
   variables, apply32 = init_and_apply(ncsnpp_config(), X, SIGMAS)
   model16 = get_model(ncsnpp_config(dtype='bfloat16'))
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(jax.eval_shape(
       lambda: model16.init({'params': jax.random.PRNGKey(0)}, X, SIGMAS))))
+  # Every convolution and matrix product runs on bfloat16 operands.
+  products = _products(jax.make_jaxpr(model16.apply)(variables, X, SIGMAS).jaxpr)
+  assert len(products) > 20 and all(dtypes == {jnp.dtype(jnp.bfloat16)} for _, dtypes in products), products
   y32 = apply32(variables, X, SIGMAS)
   y16 = init_and_apply(ncsnpp_config(dtype='bfloat16'), X, SIGMAS)[1](variables, X, SIGMAS)
   assert y16.dtype == jnp.float32
