@@ -8,7 +8,7 @@ and the epoch); the flip and dequantisation noise of row j of step s come from a
 [p*B/P, (p+1)*B/P) of it.
 
 Pixels: x = pixel / 255 in [0, 1], or with uniform dequantisation x = (pixel + u) / 256 with
-u ~ U[0, 1), as the official code; then scaled to [-1, 1] when config.data.centered.
+u ~ U[0, 1) (on a grid of 2^-16), as the official code; then scaled to [-1, 1] when config.data.centered.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def _to_float(images: np.ndarray, rngs: list[np.random.Generator] | None, *, fli
     """uint8 (b, H, W, C) -> float32 in [0, 1], or [-1, 1] if centered.
 
     Row k uses rngs[k] (needed when flip or dequantize): its first draw u0 flips the row left-right when
-    flip and u0 < 1/2; then, with dequantize, x = (pixel + u) / 256 with u ~ U[0, 1) per pixel (the
-    official uniform dequantisation), else x = pixel / 255.
+    flip and u0 < 1/2; then, with dequantize, x = (pixel + u) / 256 (the official uniform dequantisation)
+    with u uniform on the 2^16 values {0, 1/2^16, ..., 1 - 1/2^16}, else x = pixel / 255. With 16 bits of
+    noise below the 8 of the pixel, pixel + u is exact in float32, so floor(256 x) = pixel and x < 1 always.
     """
     x = images.astype(np.float32)
     if flip or dequantize:
@@ -77,7 +78,7 @@ def _to_float(images: np.ndarray, rngs: list[np.random.Generator] | None, *, fli
             if rng.random() < 0.5 and flip:
                 row[:] = row[:, ::-1]
             if dequantize:
-                row += rng.random(row.shape, dtype=np.float32)
+                row += rng.integers(0, 2**16, row.shape, dtype=np.uint16).astype(np.float32) / 2**16
     x /= 256.0 if dequantize else 255.0
     return x * 2.0 - 1.0 if centered else x
 
