@@ -72,15 +72,22 @@ def _to_float(images: np.ndarray, rngs: list[np.random.Generator] | None, *, fli
     with u uniform on the 2^16 values {0, 1/2^16, ..., 1 - 1/2^16}, else x = pixel / 255. With 16 bits of
     noise below the 8 of the pixel, pixel + u is exact in float32, so floor(256 x) = pixel and x < 1 always.
     """
+    coins = np.array([rng.random() < 0.5 for rng in rngs]) if flip or dequantize else None
+    if flip and coins.any():
+        images = images.copy()
+        images[coins] = images[coins][:, :, ::-1]
     x = images.astype(np.float32)
-    if flip or dequantize:
-        for row, rng in zip(x, rngs):
-            if rng.random() < 0.5 and flip:
-                row[:] = row[:, ::-1]
-            if dequantize:
-                row += rng.integers(0, 2**16, row.shape, dtype=np.uint16).astype(np.float32) / 2**16
-    x /= 256.0 if dequantize else 255.0
-    return x * 2.0 - 1.0 if centered else x
+    if dequantize:
+        u = np.stack([rng.integers(0, 2**16, images.shape[1:], dtype=np.uint16) for rng in rngs])
+        x *= 2**16
+        x += u
+        x *= np.float32(2**-24)  # = (pixel + u / 2^16) / 256, every step exact in float32
+    else:
+        x /= 255.0
+    if centered:
+        x *= 2.0
+        x -= 1.0
+    return x
 
 
 def _shuffled(position: int, n: int, seed: int) -> int:
