@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 import grain
 import jax
 import numpy as np
-
 from grain.experimental import index_shuffle
 
 from score_sde.data.sources import ImageSource
