@@ -200,7 +200,8 @@ def load_idx_folder(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np
         candidates = [pathlib.Path(path) / f"{prefix}-{kind}-ubyte{gz}" for gz in ("", ".gz")]
         existing = [c for c in candidates if c.is_file()]
         if not existing:
-            raise FileNotFoundError(f"config.data.path: {path} has no {candidates[0].name}[.gz]")
+            raise FileNotFoundError(f"config.data.path: {path} has no {candidates[0].name}[.gz] (a folder of "
+                                    "IDX files is expected here; for arrays, give the .npz file itself)")
         found.append(_read_idx(existing[0]))
     return found[0][..., None], found[1].astype(np.int32)
 
@@ -326,7 +327,9 @@ def _resized(images: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits, grey levels 0..16 scaled to uint8 by round(v * 255 / 16)."""
+    """scikit-learn's 8x8 digits in its order: the first 1500 train, the last 297 test; the 17 grey levels
+    0..16 scaled to uint8 as round(v * 255 / 16) (0, 16, 32, ..., 239, 255). `get_source` resizes them
+    bilinearly to config.data.image_size when that is not 8."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
