@@ -54,10 +54,11 @@ Z_MAX = 4.46  # as in test_core_samplers: 12 N(0,1) statistics, false-failure pr
 
 
 def test_perturbation_kernel_matches_forward_simulation():
-    """Euler-Maruyama of dx = -beta x / 2 dt + sqrt(beta) dw from x_0 = (1, -2), 4000 steps to t = 0.5 and
-    t = 1, 20000 paths: the sample mean and std agree with m(t) x_0 and s(t). Standard errors s / sqrt(n) for
-    the mean and s / sqrt(2n) for the std; EM's O(dt) bias (dt = 2.5e-4, beta < 300) is below one of them."""
-    n, steps = 20000, 4000
+    """Euler-Maruyama of dx = -beta x / 2 dt + sqrt(beta) dw from x_0 = (1, -2), dt = 5e-4, to t = 0.5 and
+    t = 0.9, 10000 paths: the sample mean and std agree with m(t) x_0 and s(t). Standard errors s / sqrt(n)
+    for the mean and s / sqrt(2n) for the std. EM's bias is below one of them while beta dt << 1 (beta < 19
+    up to t = 0.9; near t = 1, where beta reaches 290, EM's variance would be off by 4%)."""
+    n, steps = 10000, 2000
     x0 = jnp.array([1.0, -2.0])
 
     @jax.jit
@@ -68,9 +69,9 @@ def test_perturbation_kernel_matches_forward_simulation():
             return x + drift / steps + batch_mul(g / np.sqrt(steps), jax.random.normal(jax.random.fold_in(key, i), x.shape))
 
         x_half = jax.lax.fori_loop(0, steps // 2, step, jnp.broadcast_to(x0, (n, 2)))
-        return x_half, jax.lax.fori_loop(steps // 2, steps, step, x_half)
+        return x_half, jax.lax.fori_loop(steps // 2, 9 * steps // 10, step, x_half)
 
-    for t, x in zip((0.5, 1.0), simulate(jax.random.key(0))):
+    for t, x in zip((0.5, 0.9), simulate(jax.random.key(0))):
         m, s = (float(v[0]) for v in SDE_.marginal_coeffs(jnp.full((1,), t)))
         x = np.asarray(x)
         np.testing.assert_array_less(np.abs(x.mean(0) - m * np.asarray(x0)), 4.5 * s / np.sqrt(n))
