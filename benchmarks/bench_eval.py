@@ -14,7 +14,9 @@ the speed). Runs unchanged on CPU, GPU or TPU: every device of the default backe
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import time
 
 import jax
@@ -33,6 +35,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): under a shared, loaded CPU it tells the work done
+    where wall time tells the share of the machine received."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def image_batches(n: int, batch: int, size: int, seed: int):
@@ -58,13 +71,14 @@ def main():
     extractor(next(image_batches(b, b, size, seed=0)))
     compile_s = time.perf_counter() - t
 
-    t = time.perf_counter()
+    load_before = load_average()
+    t, c = time.perf_counter(), cpu_seconds()
     ref = stats.compute_stats(extractor, image_batches(args.reference_images, b, size, seed=1))
-    throughput_s = time.perf_counter() - t
+    throughput_s, throughput_cpu = time.perf_counter() - t, cpu_seconds() - c
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     sample = stats.compute_stats(extractor, image_batches(args.num_images, b, size, seed=2))
-    features_s = time.perf_counter() - t
+    features_s, features_cpu = time.perf_counter() - t, cpu_seconds() - c
     t = time.perf_counter()
     fid = metrics.frechet_distance(sample.mu, sample.sigma, ref.mu, ref.sigma)
     frechet_s = time.perf_counter() - t
@@ -74,15 +88,18 @@ def main():
 
     dev = jax.devices()
     rows = [
-        ("machine", f"{cpu_model()}, {platform.machine()}"),
+        ("machine", f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores"),
+        ("load average (1/5/15 min) before / after", f"{load_before}  /  {load_average()}"),
         ("devices", f"{len(dev)} x {dev[0].device_kind} ({jax.default_backend()})"),
         ("jax", jax.__version__),
         ("batch size (all devices)", str(b)),
         ("image size", f"{size}x{size}x3 uint8 -> 299x299"),
         ("compile + first batch", f"{compile_s:.1f} s"),
-        (f"feature extraction, {args.reference_images} images", f"{args.reference_images / throughput_s:.1f} images/s"),
+        (f"feature extraction, {args.reference_images} images", f"{args.reference_images / throughput_s:.2f} images/s "
+         f"({throughput_cpu / args.reference_images:.3f} CPU-s per image)"),
         (f"end-to-end FID, {args.num_images} images", f"{features_s + frechet_s:.1f} s "
-         f"(features + running stats {features_s:.1f} s = {args.num_images / features_s:.1f} images/s; "
+         f"(features + running stats {features_s:.1f} s = {args.num_images / features_s:.2f} images/s, "
+         f"{features_cpu / args.num_images:.3f} CPU-s per image; "
          f"Fréchet distance {frechet_s:.1f} s)"),
         (f"KID, {args.num_images} vs {args.reference_images} features, 100 subsets", f"{kid_s:.1f} s"),
         ("values (random images; timing only)", f"FID {fid:.2f}, KID {kid:.4f}"),
