@@ -6,7 +6,7 @@ import os
 
 import tqdm
 
-from score_sde.evaluation import images, metrics, stats as stats_lib, weights as weights_lib
+from score_sde.evaluation import images as images_lib, metrics, stats as stats_lib, weights as weights_lib
 from score_sde.evaluation.features import InceptionFeatures
 
 
@@ -32,15 +32,42 @@ def _progress(desc: str, total: int | None = None):
     return update
 
 
-def run_fid_stats(source: str, out: str, *, dataset: str | None = None, split: str = "all",
+def dataset_record(config, split: str) -> dict:
+    """What identifies a dataset's images: config.data's name, location and size, and the split."""
+    d = config.data
+    name = str(d.dataset)
+    for key in ("category", "path", "tfrecords_path"):
+        if d.get(key, None):
+            name += f" {key}={d.get(key)}"
+    return {"dataset": name, "split": split, "image_size": int(d.image_size), "num_channels": int(d.num_channels)}
+
+
+def dataset_batches(config, split: str, batch_size: int):
+    """Every uint8 image of ``split`` of the dataset ``config.data`` names, in order, in batches."""
+    from score_sde import data
+
+    source = data.get_source(config, split)
+    for batch in data.eval_batches(source, batch_size, config, uint8=True, process_index=0, process_count=1):
+        yield batch["image"][batch["mask"]]
+
+
+def run_fid_stats(out: str, *, images: str | None = None, config=None, split: str = "train",
                   weights: str | None = None, batch_size: int = 200) -> stats_lib.FeatureStats:
-    """``fid-stats SOURCE OUT``: reference statistics of every image at SOURCE (a folder of images or
-    of .npz/.npy shards, or one .npz/.npy of uint8 images), cached at OUT (.npz + .json record);
-    recomputed only when the record (dataset, split, weights, preprocessing) differs."""
+    """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
+    image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
+    of images or of .npz/.npy shards, or one .npz/.npy), cached at OUT (.npz + .json record) and
+    recomputed only when the record (data, split, weights, preprocessing) differs."""
+    if (images is None) == (config is None):
+        raise ValueError("fid-stats needs exactly one of --images PATH or --config CONFIG")
     extractor = InceptionFeatures(weights, batch_size=batch_size)
-    record = stats_lib.make_record(extractor, dataset or f"path:{os.path.abspath(source)}", split)
-    result = stats_lib.cached_stats(out, extractor, lambda: images.iter_batches(source, batch_size), record,
-                                    _progress(f"fid-stats {os.path.basename(source)}"))
+    if images is not None:
+        record = stats_lib.make_record(extractor, f"path:{os.path.abspath(images)}", "all")
+        batches = lambda: images_lib.iter_batches(images, batch_size)  # noqa: E731
+    else:
+        described = dataset_record(config, split)
+        record = stats_lib.make_record(extractor, described.pop("dataset"), described.pop("split"), **described)
+        batches = lambda: dataset_batches(config, split, batch_size)  # noqa: E731
+    result = stats_lib.cached_stats(out, extractor, batches, record, _progress(f"fid-stats {record['dataset']}"))
     print(f"{out}: {result.n} images" + (f", IS {result.inception_score[0]:.3f}" if result.inception_score else ""))
     return result
 
@@ -49,7 +76,7 @@ def _stats_of(source: str, extractor_factory, batch_size: int) -> tuple[stats_li
     if stats_lib.is_stats_file(source):
         return stats_lib.load_stats(source)
     extractor = extractor_factory()
-    result = stats_lib.compute_stats(extractor, images.iter_batches(source, batch_size),
+    result = stats_lib.compute_stats(extractor, images_lib.iter_batches(source, batch_size),
                                      _progress(f"features {os.path.basename(source)}"))
     return result, stats_lib.make_record(extractor, f"path:{os.path.abspath(source)}", "all")
 
