@@ -151,16 +151,19 @@ def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax
 
 
 def make_eval_fn(loss_fn: LossFn, *, mesh):
-  """``eval_fn(params, key, x) -> mean loss`` over a global batch x (B, ...) sharded over the batch axis."""
+  """``eval_fn(params, key, x, mask) -> (sum of losses, number of rows)`` over the rows of a global
+  batch x (B, ...) where mask (B,) is true, both sharded over the batch axis (padding rows are masked)."""
   axis = parallel.AXIS
   spec = jax.sharding.PartitionSpec
 
-  def local(params, key, x):
+  def local(params, key, x, mask):
     rows = jax.lax.axis_index(axis) * x.shape[0] + jnp.arange(x.shape[0])
     keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
-    return jax.lax.pmean(per_example_mean(loss_fn, params, keys, x), axis)
+    losses = jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x)
+    return jax.lax.psum(jnp.sum(jnp.where(mask, losses, 0.0)), axis), jax.lax.psum(jnp.sum(mask), axis)
 
-  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(), spec(axis)), out_specs=spec()))
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(), spec(axis), spec(axis)),
+                               out_specs=(spec(), spec())))
 
 
 def to_host(x) -> np.ndarray:
@@ -253,7 +256,8 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
 
   ``train_batches(start_step)`` iterates over this host's rows of the global batches of steps
   start_step, start_step + 1, ... (numpy, scaled to the model's range); ``eval_batches()`` (optional)
-  iterates over test batches, with ``eval_loss_fn`` for them; ``sample_fn(params, key)`` (optional)
+  iterates endlessly over (rows, mask) of test batches of the training batch size, with
+  ``eval_loss_fn`` for them; ``sample_fn(params, key)`` (optional)
   returns images in [0, 1] (N, H, W, C) for the sample grids. Returns the final state.
   """
   training = config.training
@@ -311,9 +315,10 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
           monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(to_host(grad_norms)[i]))
 
       if eval_fn is not None and _crossed(before, step, training.eval_freq):
-        x = parallel.put_batch(next(eval_iter), mesh, int(config.eval.batch_size))
+        x, mask = parallel.put_batch(next(eval_iter), mesh, batch_size)
         key = jax.random.fold_in(stream_key(config, _EVAL), step)
-        monitor.scalars(step, eval_loss=float(to_host(eval_fn(state.params, key, x))))
+        total, count = eval_fn(state.params, key, x, mask)
+        monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
 
       kinds = [kind for kind, freq in ((ckpt_lib.PERIODIC, training.snapshot_freq),
                                        (ckpt_lib.PREEMPTION, training.snapshot_freq_for_preemption))
@@ -364,3 +369,34 @@ def save_png(grid: np.ndarray, path: str) -> None:
   tmp = f"{path}.tmp{os.getpid()}"
   image.save(tmp, format="PNG")
   os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wiring from a config: network (models), data (data), loss and samplers (core)
+
+
+def train(config, workdir: str) -> TrainState:
+  """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
+  from score_sde import data as data_lib
+  from score_sde import models
+
+  model = models.get_model(config)
+  train_source = data_lib.get_source(config, "train")
+  test_source = data_lib.get_source(config, "test")
+  batch_size = int(config.training.batch_size)
+
+  def train_batches(start: int):
+    for batch in data_lib.train_batches(train_source, config, start_step=start):
+      yield batch["image"]
+
+  def eval_batches():  # the test split over and over, as the official training loop's eval iterator
+    while True:
+      for batch in data_lib.eval_batches(test_source, batch_size, config):
+        yield batch["image"], batch["mask"]
+
+  sample_fn = None
+  if config.training.snapshot_sampling:
+    sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
+  return run_training(config, workdir, model=model, loss_fn=make_loss_fn(config, model, train=True),
+                      train_batches=train_batches, eval_loss_fn=make_loss_fn(config, model, train=False),
+                      eval_batches=eval_batches, sample_fn=sample_fn)
