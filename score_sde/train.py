@@ -78,15 +78,19 @@ def example_input(config, batch_size: int = 1):
   return jnp.zeros(shape, jnp.float32), jnp.zeros((batch_size,), jnp.float32)
 
 
-def init_state(config, model, optimizer: optax.GradientTransformation) -> TrainState:
-  """Step 0: network parameters from the seed, EMA equal to them, fresh optimizer state."""
-  key = stream_key(config, _INIT)
-  params_key, dropout_key = jax.random.split(key)
-  variables = model.init({"params": params_key, "dropout": dropout_key}, *example_input(config), train=False)
-  params = variables["params"]
-  # A separate copy for the EMA: the compiled step donates (reuses) the buffers of both.
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=jax.tree.map(jnp.copy, params),
-                    opt_state=optimizer.init(params))
+def init_state(config, model, optimizer: optax.GradientTransformation, sharding=None) -> TrainState:
+  """Step 0: network parameters from the seed, EMA equal to them, fresh optimizer state; computed in one
+  compiled call, placed with ``sharding`` (e.g. `parallel.replicated`) when given."""
+
+  def init(key):
+    params_key, dropout_key = jax.random.split(key)
+    variables = model.init({"params": params_key, "dropout": dropout_key}, *example_input(config), train=False)
+    params = variables["params"]
+    # A separate copy for the EMA: the compiled step donates (reuses) the buffers of both.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=jax.tree.map(jnp.copy, params),
+                      opt_state=optimizer.init(params))
+
+  return jax.jit(init, out_shardings=sharding)(stream_key(config, _INIT))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,7 +144,7 @@ def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax
     new_params = optax.apply_updates(state.params, updates)
     params_ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.params_ema, new_params)
     new_state = TrainState(step=state.step + 1, params=new_params, params_ema=params_ema, opt_state=opt_state)
-    return new_state, (loss, optax.global_norm(grads))
+    return new_state, (loss, optax.tree.norm(grads))
 
   def steps(state, batches):
     return jax.lax.scan(one_step, state, batches)
@@ -271,7 +275,7 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
   optimizer = get_optimizer(config)
   checkpoints = ckpt_lib.TrainCheckpoints(workdir)
   _check_same_model(checkpoints.saved_config(), config, workdir)
-  state = parallel.put_replicated(init_state(config, model, optimizer), mesh)
+  state = init_state(config, model, optimizer, parallel.replicated(mesh))
   restored = checkpoints.restore_latest(ckpt_lib.abstract(
       {"params": state.params, "params_ema": state.params_ema, "opt_state": state.opt_state}))
   if restored is not None:
@@ -293,7 +297,7 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
     losses, grad_norms = to_host(losses), to_host(grad_norms)
     bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
     if bad.size:
-      s = first_step + int(bad[0])
+      s = first_step + int(bad[0]) + 1  # counted from 1, as in the logs
       checkpoints.wait()
       where = (f"the last good checkpoint is step {last_saved} in {workdir}" if last_saved is not None
                else "no checkpoint was saved")
