@@ -10,6 +10,7 @@ def get_config():
   training.continuous = True
   training.batch_size = 64
   training.n_iters = 20000
+  training.n_jitted_steps = 1  # XLA:CPU compiles several steps per call slowly (see train.make_train_fn)
   training.log_freq = 50
   training.eval_freq = 500
   training.snapshot_freq = 5000
