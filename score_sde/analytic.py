@@ -25,57 +25,71 @@ Array = jax.Array
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class GaussianMixture:
-    """weights (K,) summing to 1, means (K, D), covs (K, D, D) symmetric positive definite."""
+    """sum_k w_k N(mu_k, Sigma_k): weights (K,), means (K, D), and Sigma_k = U_k diag(lam_k) U_k^T given by its
+    eigenvalues `lam` (K, D) and orthonormal eigenvectors `u` (K, D, D) (columns). Build with `create`."""
 
     weights: Array
     means: Array
-    covs: Array
+    lam: Array
+    u: Array
 
     @staticmethod
     def create(weights, means, covs) -> GaussianMixture:
-        weights, means, covs = (jnp.asarray(a, jnp.float32) for a in (weights, means, covs))
+        """From weights (K,) summing to 1, means (K, D), covariances (K, D, D) symmetric positive definite."""
+        weights, means, covs = (np.asarray(a, np.float64) for a in (weights, means, covs))
         k, d = means.shape
         if weights.shape != (k,) or covs.shape != (k, d, d):
             raise ValueError(
                 f"GaussianMixture: weights {weights.shape}, means {means.shape}, covs {covs.shape} "
                 f"do not match (K,), (K, D), (K, D, D)"
             )
-        if not np.isclose(float(weights.sum()), 1.0, atol=1e-5):
-            raise ValueError(f"GaussianMixture: weights sum to {float(weights.sum())}, not 1")
-        return GaussianMixture(weights, means, covs)
+        if not np.isclose(weights.sum(), 1.0, atol=1e-6) or weights.min() <= 0:
+            raise ValueError(f"GaussianMixture: weights must be positive and sum to 1, got {weights}")
+        lam, u = np.linalg.eigh(covs)
+        if lam.min() <= 0:
+            raise ValueError("GaussianMixture: covariances must be positive definite")
+        return GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in (weights, means, lam, u)))
 
     @property
     def dim(self) -> int:
         return self.means.shape[1]
 
+    @property
+    def covs(self) -> Array:
+        return jnp.einsum("kij,kj,klj->kil", self.u, self.lam, self.u)
+
     def sample(self, key: Array, n: int) -> tuple[Array, Array]:
         """n exact samples (n, D) and their component indices (n,)."""
         k_key, z_key = jax.random.split(key)
         comp = jax.random.choice(k_key, self.weights.shape[0], (n,), p=self.weights)
-        z = jax.random.normal(z_key, (n, self.dim))
-        chol = jnp.linalg.cholesky(self.covs)
-        return self.means[comp] + jnp.einsum("nij,nj->ni", chol[comp], z), comp
+        z = jax.random.normal(z_key, (n, self.dim)) * jnp.sqrt(self.lam[comp])
+        return self.means[comp] + jnp.einsum("nij,nj->ni", self.u[comp], z), comp
 
-    def component_log_probs(self, x: Array, mean_coeff: Array, std: Array) -> Array:
-        """log w_k + log N(x_b; m_b mu_k, m_b^2 Sigma_k + s_b^2 I), (B, K); x (B, ...), m and s (B,)."""
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.dim:
-            raise ValueError(f"GaussianMixture of dimension {self.dim} got data with {x.shape[1]} dimensions")
-        eye = jnp.eye(self.dim)
-        cov = mean_coeff[:, None, None, None] ** 2 * self.covs + std[:, None, None, None] ** 2 * eye  # (B,K,D,D)
-        chol = jnp.linalg.cholesky(cov)
+    def _whitened(self, x: Array, mean_coeff: Array, std: Array):
+        """Per component: log w_k + log N(x_b; m_b mu_k, C_bk) (B, K), and C_bk^{-1} (x_b - m_b mu_k) (B, K, D),
+        C_bk = m_b^2 Sigma_k + s_b^2 I = U_k diag(m_b^2 lam_k + s_b^2) U_k^T."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"GaussianMixture of dimension {self.dim} got data of shape {x.shape}")
+        var = mean_coeff[:, None, None] ** 2 * self.lam + std[:, None, None] ** 2  # (B, K, D)
         diff = x[:, None, :] - mean_coeff[:, None, None] * self.means  # (B, K, D)
-        white = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
-        log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        log_n = -0.5 * (jnp.sum(white**2, -1) + log_det + self.dim * np.log(2 * np.pi))
-        return jnp.log(self.weights) + log_n
+        proj = jnp.einsum("kdj,bkd->bkj", self.u, diff)  # coordinates in each eigenbasis
+        log_n = -0.5 * jnp.sum(proj**2 / var + jnp.log(2 * np.pi * var), axis=-1)
+        precision_diff = jnp.einsum("kdj,bkj->bkd", self.u, proj / var)
+        return jnp.log(self.weights) + log_n, precision_diff
 
     def log_prob(self, x: Array, mean_coeff: Array | None = None, std: Array | None = None) -> Array:
-        """log p(x) (B,) of the mixture, or of the mixture perturbed by N(m x_0, s^2 I) if m, s (B,) given."""
+        """log p(x) (B,) for x (B, ...), of the mixture or, given m and s (B,), of it perturbed by N(m x_0, s^2 I)."""
         b = x.shape[0]
         mean_coeff = jnp.ones((b,)) if mean_coeff is None else mean_coeff
         std = jnp.zeros((b,)) if std is None else std
-        return jax.nn.logsumexp(self.component_log_probs(x, mean_coeff, std), axis=-1)
+        return jax.nn.logsumexp(self._whitened(x.reshape(b, -1), mean_coeff, std)[0], axis=-1)
+
+    def score(self, x: Array, mean_coeff: Array, std: Array) -> Array:
+        """grad_x log p (shaped like x) of the mixture perturbed by N(m x_0, s^2 I), m and s (B,):
+        -sum_k r_k(x) C_k^{-1} (x - m mu_k), r_k the posterior probability of component k."""
+        log_joint, precision_diff = self._whitened(x.reshape(x.shape[0], -1), mean_coeff, std)
+        r = jax.nn.softmax(log_joint, axis=-1)
+        return -jnp.einsum("bk,bkd->bd", r, precision_diff).reshape(x.shape)
 
 
 def _log_prob_t(mixture: GaussianMixture, sde: SDE, x: Array, t: Array) -> Array:
@@ -92,8 +106,10 @@ def log_prob(mixture: GaussianMixture, sde: SDE, x: Array, t: Array) -> Array:
 
 
 def _score_t(mixture: GaussianMixture, sde: SDE, x: Array, t: Array) -> Array:
-    # Examples are independent, so the gradient of the summed log-density is each example's score.
-    return jax.grad(lambda y: jnp.sum(_log_prob_t(mixture, sde, y, t)))(x)
+    if jnp.shape(t) != x.shape[:1]:
+        raise ValueError(f"t must have shape (batch,) = {x.shape[:1]}, got {jnp.shape(t)}")
+    check_time(t, sde)
+    return mixture.score(x, *sde.marginal_coeffs(t))
 
 
 def score_fn(mixture: GaussianMixture, sde: SDE) -> Partial:

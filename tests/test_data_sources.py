@@ -142,6 +142,13 @@ def test_tfds_sources_through_mock_data():
             source = data.get_source(_config("LSUN", size, 3, category="bedroom"), "train")
             assert source[0][0].shape == (size, size, 3)
         assert data.get_source(_config("MNIST", 28, 1), "train")[0][0].shape == (28, 28, 1)
+        # The official names and evaluation splits.
+        for dataset, split, name in [("CIFAR10", "test", "cifar10"), ("SVHN", "test", "svhn_cropped"),
+                                     ("CELEBA", "validation", "celeb_a"), ("LSUN", "validation", "lsun/church_outdoor"),
+                                     ("MNIST", "test", "mnist"), ("FashionMNIST", "test", "fashion_mnist")]:
+            size, channels = (28, 1) if "MNIST" in dataset else (32, 3)
+            source = data.get_source(_config(dataset, size, channels, category="church_outdoor"), "test")
+            assert (source.name, source.split) == (name, split)
 
 
 def test_official_crops():

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 import grain
 import jax
 import numpy as np
-
 from grain.experimental import index_shuffle
 
 from score_sde.data.sources import ImageSource
@@ -72,15 +71,22 @@ def _to_float(images: np.ndarray, rngs: list[np.random.Generator] | None, *, fli
     with u uniform on the 2^16 values {0, 1/2^16, ..., 1 - 1/2^16}, else x = pixel / 255. With 16 bits of
     noise below the 8 of the pixel, pixel + u is exact in float32, so floor(256 x) = pixel and x < 1 always.
     """
+    coins = np.array([rng.random() < 0.5 for rng in rngs]) if flip or dequantize else None
+    if flip and coins.any():
+        images = images.copy()
+        images[coins] = images[coins][:, :, ::-1]
     x = images.astype(np.float32)
-    if flip or dequantize:
-        for row, rng in zip(x, rngs):
-            if rng.random() < 0.5 and flip:
-                row[:] = row[:, ::-1]
-            if dequantize:
-                row += rng.integers(0, 2**16, row.shape, dtype=np.uint16).astype(np.float32) / 2**16
-    x /= 256.0 if dequantize else 255.0
-    return x * 2.0 - 1.0 if centered else x
+    if dequantize:
+        u = np.stack([rng.integers(0, 2**16, images.shape[1:], dtype=np.uint16) for rng in rngs])
+        x *= 2**16
+        x += u
+        x *= np.float32(2**-24)  # = (pixel + u / 2^16) / 256, every step exact in float32
+    else:
+        x /= 255.0
+    if centered:
+        x *= 2.0
+        x -= 1.0
+    return x
 
 
 def _shuffled(position: int, n: int, seed: int) -> int:
@@ -152,7 +158,7 @@ def train_batches(source: ImageSource, config, *, start_step: int = 0, n_steps: 
 
 
 def eval_dataset(source: ImageSource, batch_size: int, config, *, dequantize: bool = False,
-                 uint8: bool = False, process_index: int | None = None,
+                 uint8: bool = False, repeat: int = 0, process_index: int | None = None,
                  process_count: int | None = None) -> grain.MapDataset:
     """One pass over `source` in order, as ceil(N / batch_size) global batches; `ds[i]` is this host's
     rows of global batch i: dict(image, label=int32 (b,), mask=bool (b,)).
@@ -160,8 +166,9 @@ def eval_dataset(source: ImageSource, batch_size: int, config, *, dequantize: bo
     Every example appears exactly once; the last global batch is padded to batch_size with zero images
     and label 0, marked mask=False (every batch has the same shape, so a jitted step compiles once).
     image is float32 in the config's range (config.data.centered), with no flips; with dequantize, the
-    uniform noise of example i comes from a generator seeded by (config.seed, i). With uint8, image is the
-    raw uint8 pixels (no scaling, no noise), e.g. for FID reference statistics.
+    uniform noise of example i comes from a generator seeded by (config.seed, repeat, i), so each of several
+    passes (repeat = 0, 1, ..., as the official eval.bpd_num_repeats) has its own noise. With uint8, image
+    is the raw uint8 pixels (no scaling, no noise), e.g. for FID reference statistics.
     """
     if dequantize and uint8:
         raise ValueError("eval_dataset: dequantize and uint8 exclude each other")
@@ -177,7 +184,7 @@ def eval_dataset(source: ImageSource, batch_size: int, config, *, dequantize: bo
         for row, position in enumerate(positions[mask]):
             images[row], labels[row] = source[int(position)]
         if not uint8:
-            rngs = [np.random.default_rng([seed, _EVAL, int(p)]) for p in positions] if dequantize else None
+            rngs = [np.random.default_rng([seed, _EVAL, repeat, int(p)]) for p in positions] if dequantize else None
             images = _to_float(images, rngs, flip=False, dequantize=dequantize, centered=centered)
             images[~mask] = 0.0
         return dict(image=images, label=labels, mask=mask)
@@ -186,9 +193,9 @@ def eval_dataset(source: ImageSource, batch_size: int, config, *, dequantize: bo
 
 
 def eval_batches(source: ImageSource, batch_size: int, config, *, dequantize: bool = False,
-                 uint8: bool = False, process_index: int | None = None, process_count: int | None = None,
-                 prefetch: int = 2, num_threads: int = 2) -> Iterator[dict]:
+                 uint8: bool = False, repeat: int = 0, process_index: int | None = None,
+                 process_count: int | None = None, prefetch: int = 2, num_threads: int = 2) -> Iterator[dict]:
     """Iterate `eval_dataset(...)` (one pass, in order), preparing `prefetch` batches ahead."""
-    ds = eval_dataset(source, batch_size, config, dequantize=dequantize, uint8=uint8,
+    ds = eval_dataset(source, batch_size, config, dequantize=dequantize, uint8=uint8, repeat=repeat,
                       process_index=process_index, process_count=process_count)
     return _iterate(ds, prefetch, num_threads)

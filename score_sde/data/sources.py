@@ -71,13 +71,14 @@ class FolderSource:
         self.class_names = class_names
         self.image_size = image_size
         self.num_channels = num_channels
+        self._in_zip = not path.is_dir()
         self._local = threading.local()  # one open ZipFile per thread: decoding then runs in parallel
 
     def __len__(self) -> int:
         return len(self.names)
 
     def _read_bytes(self, name: str) -> bytes:
-        if self.path.is_dir():
+        if not self._in_zip:
             return (self.path / name).read_bytes()
         archive = getattr(self._local, "zip", None)
         if archive is None:
@@ -86,7 +87,7 @@ class FolderSource:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         name = self.names[index]
-        where = self.path / name if self.path.is_dir() else f"{self.path}:{name}"
+        where = f"{self.path}:{name}" if self._in_zip else self.path / name
         try:
             with Image.open(io.BytesIO(self._read_bytes(name))) as image:
                 array = imagelib.from_pil(image, self.num_channels)
@@ -114,14 +115,15 @@ def folder_source(path: str | os.PathLike, split: str, image_size: int, num_chan
     if not root.exists():
         raise FileNotFoundError(f"config.data.path: no such folder or .zip file: {root}")
     if root.is_dir():
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
     elif zipfile.is_zipfile(root):
         with zipfile.ZipFile(root) as archive:
-            files = sorted(n for n in archive.namelist()
-                           if not n.endswith("/") and pathlib.PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES)
+            files = [n for n in archive.namelist() if not n.endswith("/")]
     else:
         raise ValueError(f"config.data.path for dataset 'folder' must be a folder or a .zip file: {root}")
+    # Image files only; hidden ones (".*", and macOS's "__MACOSX/" copies in zips) are not images.
+    files = sorted(f for f in files if pathlib.PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") or part == "__MACOSX" for part in f.split("/")))
 
     tops = {f.split("/", 1)[0] for f in files if "/" in f}
     split_tops = tops & {name for names in _SPLIT_FOLDERS.values() for name in names}
@@ -198,7 +200,8 @@ def load_idx_folder(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np
         candidates = [pathlib.Path(path) / f"{prefix}-{kind}-ubyte{gz}" for gz in ("", ".gz")]
         existing = [c for c in candidates if c.is_file()]
         if not existing:
-            raise FileNotFoundError(f"config.data.path: {path} has no {candidates[0].name}[.gz]")
+            raise FileNotFoundError(f"config.data.path: {path} has no {candidates[0].name}[.gz] (a folder of "
+                                    "IDX files is expected here; for arrays, give the .npz file itself)")
         found.append(_read_idx(existing[0]))
     return found[0][..., None], found[1].astype(np.int32)
 
@@ -324,7 +327,9 @@ def _resized(images: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits, grey levels 0..16 scaled to uint8 by round(v * 255 / 16)."""
+    """scikit-learn's 8x8 digits in its order: the first 1500 train, the last 297 test; the 17 grey levels
+    0..16 scaled to uint8 as round(v * 255 / 16) (0, 16, 32, ..., 239, 255). `get_source` resizes them
+    bilinearly to config.data.image_size when that is not 8."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
