@@ -42,23 +42,26 @@ def test_ode_log_likelihood_equals_exact_log_density(sde_name):
     assert z.shape == x.shape and int(nfe) > 0
 
 
-@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
-def test_hutchinson_divergence_is_unbiased(probe):
-    """Averaged over M = 4096 probes, v^T J v equals tr J of the probability-flow drift at 8 points and 3
-    times; tolerance 4.5 standard errors of the mean (sample std / sqrt(M))."""
+def test_hutchinson_divergence_is_unbiased():
+    """At 8 points and 3 times, for the probability-flow drift f:
+    - Rademacher: the mean of v^T J v over all 2^D = 4 sign vectors v is exactly tr J (E[v v^T] = I), so
+      it equals exact_divergence to float32 round-off;
+    - Gaussian: the mean over M = 2^16 probes is within 4.5 standard errors (sample std / sqrt(M))."""
     sde = SDES["vp"]
     rsde = sde.reverse(analytic.score_fn(MIXTURE, sde), probability_flow=True)
     x = analytic.sample_t(MIXTURE, sde, jax.random.key(3), 0.1, 8)
-    m = 4096
+    signs = jnp.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    m = 2**16
+    gaussian = jax.random.normal(jax.random.key(4), (m,) + x.shape)
     for t in (0.01, 0.1, 0.5):
         f = lambda y: rsde.sde(y, jnp.full((y.shape[0],), t))[0]
         fx, exact = exact_divergence(f, x)
-        draw = jax.random.rademacher if probe == "rademacher" else jax.random.normal
-        probes = draw(jax.random.key(4), (m,) + x.shape).astype(jnp.float32)
-        fxs, est = jax.vmap(lambda v: hutchinson_divergence(f, x, v))(probes)  # (M, 8)
+        fxs, est = jax.vmap(lambda v: hutchinson_divergence(f, x, jnp.broadcast_to(v, x.shape)))(signs)
         np.testing.assert_allclose(fxs[0], fx, rtol=1e-6)
+        np.testing.assert_allclose(est.mean(0), exact, rtol=1e-5, atol=1e-5)
+        _, est = jax.vmap(lambda v: hutchinson_divergence(f, x, v))(gaussian)
         se = np.asarray(est.std(0)) / np.sqrt(m)
-        np.testing.assert_array_less(np.abs(np.asarray(est.mean(0) - exact)), 4.5 * se + 1e-6)
+        np.testing.assert_array_less(np.abs(np.asarray(est.mean(0) - exact)), 4.5 * se)
 
 
 def test_hutchinson_log_likelihood_is_unbiased():
