@@ -1,4 +1,5 @@
-"""The evaluation sub-commands of ``score-sde`` as plain functions: convert-inception, fid-stats, fid."""
+"""The evaluation sub-commands of ``score-sde`` as plain functions: convert-inception, fid-stats, fid,
+compare."""
 
 from __future__ import annotations
 
