@@ -23,15 +23,9 @@ def run_convert_inception(src: str, dst: str | None = None) -> dict:
     return meta
 
 
-def _progress(desc: str, total: int | None = None):
-    bar = tqdm.tqdm(desc=desc, unit="img", total=total, leave=False)
-
-    def update(done: int) -> None:
-        bar.update(done - bar.n)
-        if total is not None and done >= total:
-            bar.close()
-
-    return update
+def _progress(desc: str):
+    bar = tqdm.tqdm(desc=desc, unit="img", leave=False)
+    return lambda done: bar.update(done - bar.n)
 
 
 def dataset_record(config, split: str) -> dict:
@@ -57,8 +51,9 @@ def run_fid_stats(out: str, *, images: str | None = None, config=None, split: st
                   weights: str | None = None, batch_size: int = 200) -> stats_lib.FeatureStats:
     """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
     image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
-    of images or of .npz/.npy shards, or one .npz/.npy), cached at OUT (.npz + .json record) and
-    recomputed only when the record (data, split, weights, preprocessing) differs."""
+    of images or of .npz/.npy shards, or one .npz/.npy), written to OUT (.npz + .json record). An
+    existing OUT made the same way (data, split, weights, preprocessing) is reused; one made
+    differently is an error, never overwritten."""
     if (images is None) == (config is None):
         raise ValueError("fid-stats needs exactly one of --images PATH or --config CONFIG")
     extractor = InceptionFeatures(weights, batch_size=batch_size)
@@ -66,8 +61,7 @@ def run_fid_stats(out: str, *, images: str | None = None, config=None, split: st
         record = stats_lib.make_record(extractor, f"path:{os.path.abspath(images)}", "all")
         batches = lambda: images_lib.iter_batches(images, batch_size)  # noqa: E731
     else:
-        described = dataset_record(config, split)
-        record = stats_lib.make_record(extractor, described.pop("dataset"), described.pop("split"), **described)
+        record = stats_lib.make_record(extractor, **dataset_record(config, split))
         batches = lambda: dataset_batches(config, split, batch_size)  # noqa: E731
     result = stats_lib.cached_stats(out, extractor, batches, record, _progress(f"fid-stats {record['dataset']}"))
     print(f"{out}: {result.n} images" + (f", IS {result.inception_score[0]:.3f}" if result.inception_score else ""))
@@ -159,8 +153,7 @@ def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[i
     if stats_lib.is_stats_file(ref_stats) and not os.path.exists(ref_stats + ".json"):
         reference = stats_lib.load_stats(ref_stats)[0]  # foreign statistics: used as given
     else:
-        described = dataset_record(config, "train")
-        record = stats_lib.make_record(extractor, described.pop("dataset"), described.pop("split"), **described)
+        record = stats_lib.make_record(extractor, **dataset_record(config, "train"))
         reference = stats_lib.cached_stats(ref_stats, extractor, lambda: dataset_batches(config, "train", fid_batch_size),
                                            record, _progress("reference statistics"))
 
