@@ -10,6 +10,14 @@ Typical use, on every host:
   source = get_source(config, "train")
   for step, batch in enumerate(train_batches(source, config, start_step=step0), start=step0):
       ...  # batch["image"] float32 (B / process_count, H, W, C), batch["label"] int32
+
+  # One pass over the test split, last batch padded and masked; uint8=True for raw pixels (FID
+  # statistics), dequantize=True (with repeat=r for the r-th pass) for bits/dim.
+  for batch in eval_batches(get_source(config, "test"), config.eval.batch_size, config):
+      ...  # batch["image"], batch["label"], batch["mask"] bool
+
+The training loop's loss on the test split, with the training augmentation as in the official code, is
+`train_batches(get_source(config, "test"), config, start_step=step)`: deterministic in the step too.
 """
 
 from score_sde.data.pipeline import (

@@ -1,0 +1,410 @@
+"""Data-parallel training over every device of every host, resumable at any step.
+
+One training step (``config.training.n_jitted_steps`` of them per compiled call, with `jax.lax.scan`):
+
+    loss   = mean over the global batch of the per-example score-matching loss  (core's losses.py)
+    grads  = pmean over devices of d loss_local / d params
+    params = Adam(clip_by_global_norm(grads, grad_clip), lr * min(step / warmup, 1))
+    ema    = ema_rate * ema + (1 - ema_rate) * params
+
+Determinism: the global batch of step s is a function of (seed, s) (the data pipeline); the random
+draws of example i of step s (diffusion time, noise, dropout) come from the key fold_in(fold_in(key, s), i).
+Neither depends on how many devices or hosts share the batch, nor on where a run was resumed, so a run
+on 8 devices equals one on 1 device, and a killed and restarted run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from score_sde import checkpoints as ckpt_lib
+from score_sde import parallel
+
+log = logging.getLogger(__name__)
+
+# Independent random streams derived from config.seed.
+_INIT, _TRAIN, _EVAL, _SAMPLE = range(4)
+
+
+class TrainingDiverged(FloatingPointError):
+  """A non-finite loss or gradient; the message names the step and the last good checkpoint."""
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array  # int32 scalar: number of steps taken
+  params: Any
+  params_ema: Any
+  opt_state: Any
+
+
+def stream_key(config, stream: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), stream)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimizer and state
+
+
+def get_optimizer(config) -> optax.GradientTransformation:
+  """Adam with the official ``optimization_manager``: linear warm-up of the learning rate over
+  ``config.optim.warmup`` steps (lr = 0 at step 0), then clipping of the global gradient norm to
+  ``config.optim.grad_clip`` (off when negative) before the Adam update."""
+  optim = config.optim
+  if optim.optimizer != "Adam":
+    raise ValueError(f"config.optim.optimizer={optim.optimizer!r}: only 'Adam' is implemented")
+  lr, warmup = float(optim.lr), int(optim.warmup)
+  schedule = (lambda count: lr * jnp.minimum(count / warmup, 1.0)) if warmup > 0 else lr
+  # flax.optim.Adam of the official code: beta2 = 0.999, weight decay added to the update (AdamW).
+  adam = optax.adamw(schedule, b1=optim.beta1, b2=0.999, eps=optim.eps, weight_decay=optim.weight_decay)
+  if optim.grad_clip >= 0:
+    return optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
+  return adam
+
+
+def example_input(config, batch_size: int = 1):
+  """Dummy (x, labels) of the config's data shape, to initialise a network."""
+  shape = (batch_size, config.data.image_size, config.data.image_size, config.data.num_channels)
+  return jnp.zeros(shape, jnp.float32), jnp.zeros((batch_size,), jnp.float32)
+
+
+def init_state(config, model, optimizer: optax.GradientTransformation, sharding=None) -> TrainState:
+  """Step 0: network parameters from the seed, EMA equal to them, fresh optimizer state; computed in one
+  compiled call, placed with ``sharding`` (e.g. `parallel.replicated`) when given."""
+
+  def init(key):
+    params_key, dropout_key = jax.random.split(key)
+    variables = model.init({"params": params_key, "dropout": dropout_key}, *example_input(config), train=False)
+    params = variables["params"]
+    # A separate copy for the EMA: the compiled step donates (reuses) the buffers of both.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=jax.tree.map(jnp.copy, params),
+                      opt_state=optimizer.init(params))
+
+  return jax.jit(init, out_shardings=sharding)(stream_key(config, _INIT))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The compiled training step
+
+
+# loss_fn(params, key, x) -> scalar loss of the batch x, its random draws from key (see `make_loss_fn`).
+LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+def make_loss_fn(config, model, *, train: bool) -> LossFn:
+  """The score-matching loss of config.training (core's losses.py) for the Flax network ``model``; the
+  network's output is cast to float32 (it may compute in bfloat16, config.model.dtype)."""
+  from score_sde import losses, score, sde as sde_lib
+
+  loss = losses.get_loss_fn(sde_lib.get_sde(config), continuous=config.training.continuous,
+                            reduce_mean=config.training.reduce_mean,
+                            likelihood_weighting=config.training.likelihood_weighting)
+
+  def loss_fn(params, key, x):
+    loss_key, dropout_key = jax.random.split(key)
+    model_fn = score.get_model_fn(model, {"params": params}, train=train, dropout_key=dropout_key)
+    return loss(lambda x, labels: model_fn(x, labels).astype(jnp.float32), loss_key, x)
+
+  return loss_fn
+
+
+def per_example_mean(loss_fn: LossFn, params, keys, x):
+  """Mean of ``loss_fn`` over the rows of x, row i drawing its randomness from keys[i]."""
+  return jnp.mean(jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x))
+
+
+def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax.Array):
+  """Returns ``train_fn(state, batches) -> (state, (losses, grad_norms))``, compiled, running one step per
+  leading entry of ``batches`` (n_steps, B, ...) (sharded over the batch axis, see
+  `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated."""
+  axis = parallel.AXIS
+
+  def one_step(state: TrainState, x):
+    local_b = x.shape[0]
+    rows = jax.lax.axis_index(axis) * local_b + jnp.arange(local_b)
+    step_key = jax.random.fold_in(key, state.step)
+    keys = jax.vmap(lambda r: jax.random.fold_in(step_key, r))(rows)
+    # Differentiate with respect to a per-device copy of the parameters: the gradient of the local loss.
+    params = jax.lax.pcast(state.params, axis, to="varying")
+    loss, grads = jax.value_and_grad(per_example_mean, argnums=1)(loss_fn, params, keys, x)
+    grads = jax.lax.pmean(grads, axis)
+    loss = jax.lax.pmean(loss, axis)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    params_ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.params_ema, new_params)
+    new_state = TrainState(step=state.step + 1, params=new_params, params_ema=params_ema, opt_state=opt_state)
+    return new_state, (loss, optax.tree.norm(grads))
+
+  def steps(state, batches):
+    if batches.shape[0] == 1:
+      state, metrics = one_step(state, batches[0])
+      return state, jax.tree.map(lambda m: m[None], metrics)
+    # XLA:CPU runs the convolutions of a loop body about 20x slower than the same ones outside a loop
+    # (measured on the digits config), so on the CPU the steps are unrolled instead.
+    return jax.lax.scan(one_step, state, batches, unroll=jax.default_backend() == "cpu")
+
+  spec = jax.sharding.PartitionSpec
+  sharded = jax.shard_map(steps, mesh=mesh, in_specs=(spec(), spec(None, axis)), out_specs=(spec(), spec()))
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def make_eval_fn(loss_fn: LossFn, *, mesh):
+  """``eval_fn(params, key, x, mask) -> (sum of losses, number of rows)`` over the rows of a global
+  batch x (B, ...) where mask (B,) is true, both sharded over the batch axis (padding rows are masked)."""
+  axis = parallel.AXIS
+  spec = jax.sharding.PartitionSpec
+
+  def local(params, key, x, mask):
+    rows = jax.lax.axis_index(axis) * x.shape[0] + jnp.arange(x.shape[0])
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
+    losses = jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x)
+    return jax.lax.psum(jnp.sum(jnp.where(mask, losses, 0.0)), axis), jax.lax.psum(jnp.sum(mask), axis)
+
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(), spec(axis), spec(axis)),
+                               out_specs=(spec(), spec())))
+
+
+def to_host(x) -> np.ndarray:
+  """A replicated array as numpy (works on every host of a multi-host run)."""
+  return np.asarray(x.addressable_data(0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training loop
+
+
+def check_workdir(workdir: str) -> str:
+  """Creates ``workdir`` if needed; says clearly why it cannot be used."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"workdir {workdir} exists and is not a directory")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"cannot create workdir {workdir}: {e.strerror}") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise PermissionError(f"workdir {workdir} is not writable")
+  return workdir
+
+
+def _check_same_model(saved, config, workdir):
+  """Refuses to resume checkpoints of a different network (their parameters would not fit)."""
+  if saved is None:
+    return
+  now = json.loads(config.model.to_json())
+  before = json.loads(saved.model.to_json()) if "model" in saved else {}
+  differ = sorted(k for k in set(now) | set(before) if k not in ("ema_rate", "dtype") and now.get(k) != before.get(k))
+  if differ:
+    details = ", ".join(f"model.{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ)
+    raise ValueError(f"workdir {workdir} holds checkpoints of a different network ({details}); "
+                     "use another --workdir")
+
+
+class _Monitor:
+  """Console progress bar, TensorBoard and metrics.jsonl, on the first host only."""
+
+  def __init__(self, workdir: str, start: int, total: int, enabled: bool):
+    self.enabled = enabled
+    if not enabled:
+      return
+    import tensorboardX
+    import tqdm
+
+    self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.metrics = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+  def scalars(self, step: int, **values):
+    if not self.enabled:
+      return
+    for name, value in values.items():
+      self.writer.add_scalar(name, value, step)
+    self.metrics.write(json.dumps({"step": step, **values}) + "\n")
+    self.metrics.flush()
+    if "loss" in values:
+      self.bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
+
+  def advance(self, n: int):
+    if self.enabled:
+      self.bar.update(n)
+
+  def image(self, step: int, name: str, grid: np.ndarray):
+    if self.enabled:
+      self.writer.add_image(name, grid, step, dataformats="HWC")
+
+  def write(self, message: str):
+    if self.enabled:
+      self.bar.write(message)
+
+  def close(self):
+    if self.enabled:
+      self.bar.close()
+      self.writer.close()
+      self.metrics.close()
+
+
+def _crossed(before: int, after: int, freq: int) -> bool:
+  """Whether a multiple of ``freq`` lies in (before, after]."""
+  return freq > 0 and after // freq > before // freq
+
+
+def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches, eval_loss_fn=None,
+                 eval_batches=None, sample_fn=None, mesh=None) -> TrainState:
+  """The training loop, resuming from the newest readable checkpoint in ``workdir``.
+
+  ``train_batches(start_step)`` iterates over this host's rows of the global batches of steps
+  start_step, start_step + 1, ... (numpy, scaled to the model's range); ``eval_batches()`` (optional)
+  iterates endlessly over (rows, mask) of test batches of the training batch size, with
+  ``eval_loss_fn`` for them; ``sample_fn(params, key)`` (optional)
+  returns images in [0, 1] (N, H, W, C) for the sample grids. Returns the final state.
+  """
+  training = config.training
+  workdir = check_workdir(workdir)
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  batch_size = int(training.batch_size)
+  parallel.check_batch_size(batch_size, mesh)
+  n_iters, chunk = int(training.n_iters), max(1, int(training.n_jitted_steps))
+  is_main = jax.process_index() == 0
+
+  optimizer = get_optimizer(config)
+  checkpoints = ckpt_lib.TrainCheckpoints(workdir)
+  _check_same_model(checkpoints.saved_config(), config, workdir)
+  state = init_state(config, model, optimizer, parallel.replicated(mesh))
+  restored = checkpoints.restore_latest(ckpt_lib.abstract(
+      {"params": state.params, "params_ema": state.params_ema, "opt_state": state.opt_state}))
+  if restored is not None:
+    step, tree = restored
+    state = TrainState(step=parallel.put_replicated(jnp.int32(step), mesh), **tree)
+    log.info("resuming from step %d of %s", step, workdir)
+  start = int(to_host(state.step))
+
+  train_fn = make_train_fn(loss_fn, optimizer, ema_rate=float(config.model.ema_rate), mesh=mesh,
+                           key=stream_key(config, _TRAIN))
+  eval_fn = make_eval_fn(eval_loss_fn, mesh=mesh) if eval_batches is not None else None
+  eval_iter = eval_batches() if eval_batches is not None else None
+  batches = train_batches(start)
+  monitor = _Monitor(workdir, start, n_iters, is_main)
+  last_saved = checkpoints.steps()[0][0] if checkpoints.steps() else None
+
+  def check(first_step: int, losses, grad_norms):
+    """Raises TrainingDiverged at the first non-finite loss or gradient of a chunk."""
+    losses, grad_norms = to_host(losses), to_host(grad_norms)
+    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
+    if bad.size:
+      s = first_step + int(bad[0]) + 1  # counted from 1, as in the logs
+      checkpoints.wait()
+      where = (f"the last good checkpoint is step {last_saved} in {workdir}" if last_saved is not None
+               else "no checkpoint was saved")
+      raise TrainingDiverged(f"training diverged at step {s}: loss {losses[bad[0]]}, gradient norm "
+                             f"{grad_norms[bad[0]]} ({where}; restarting resumes from it)")
+    return losses
+
+  step = start
+  try:
+    while step < n_iters:
+      n = min(chunk, n_iters - step)
+      host = np.stack([next(batches) for _ in range(n)])
+      state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
+      losses = check(step, losses, grad_norms)
+      before, step = step, step + n
+      monitor.advance(n)
+      for i, loss in enumerate(losses):  # log every step of the chunk that falls on log_freq
+        if (before + i + 1) % max(1, training.log_freq) == 0:
+          monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(to_host(grad_norms)[i]))
+
+      if eval_fn is not None and _crossed(before, step, training.eval_freq):
+        x, mask = parallel.put_batch(next(eval_iter), mesh, batch_size)
+        key = jax.random.fold_in(stream_key(config, _EVAL), step)
+        total, count = eval_fn(state.params, key, x, mask)
+        monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
+
+      kinds = [kind for kind, freq in ((ckpt_lib.PERIODIC, training.snapshot_freq),
+                                       (ckpt_lib.PREEMPTION, training.snapshot_freq_for_preemption))
+               if _crossed(before, step, freq)]
+      if step == n_iters:
+        kinds = [ckpt_lib.PERIODIC]
+      if kinds:
+        checkpoints.save(step, params=state.params, params_ema=state.params_ema, opt_state=state.opt_state,
+                         config=config, kinds=kinds)
+        last_saved = step
+      if sample_fn is not None and training.snapshot_sampling and ckpt_lib.PERIODIC in kinds:
+        images = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, _SAMPLE), step))
+        if is_main:
+          grid = image_grid(np.asarray(images))
+          save_png(grid, os.path.join(workdir, "samples", f"step_{step}.png"))
+          monitor.image(step, "samples", grid)
+    checkpoints.wait()
+  finally:
+    monitor.close()
+    checkpoints.close()
+  return state
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images
+
+
+def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
+  """Tiles images (N, H, W, C) in [0, 1] into one uint8 image (rows, cols, C), near square."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  n, h, w, c = images.shape
+  cols = int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / cols))
+  grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.float32)
+  for i, image in enumerate(images):
+    r, q = divmod(i, cols)
+    y, x = padding + r * (h + padding), padding + q * (w + padding)
+    grid[y:y + h, x:x + w] = image
+  return np.round(grid * 255).astype(np.uint8)
+
+
+def save_png(grid: np.ndarray, path: str) -> None:
+  """Writes a uint8 image (H, W, C) as PNG, atomically (a temp file renamed into place)."""
+  from PIL import Image
+
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  tmp = f"{path}.tmp{os.getpid()}"
+  image.save(tmp, format="PNG")
+  os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wiring from a config: network (models), data (data), loss and samplers (core)
+
+
+def train(config, workdir: str) -> TrainState:
+  """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
+  from score_sde import data as data_lib
+  from score_sde import models
+
+  model = models.get_model(config)
+  train_source = data_lib.get_source(config, "train")
+  test_source = data_lib.get_source(config, "test")
+  batch_size = int(config.training.batch_size)
+
+  def train_batches(start: int):
+    for batch in data_lib.train_batches(train_source, config, start_step=start):
+      yield batch["image"]
+
+  def eval_batches():  # the test split over and over, as the official training loop's eval iterator
+    while True:
+      for batch in data_lib.eval_batches(test_source, batch_size, config):
+        yield batch["image"], batch["mask"]
+
+  sample_fn = None
+  if config.training.snapshot_sampling:
+    sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
+  return run_training(config, workdir, model=model, loss_fn=make_loss_fn(config, model, train=True),
+                      train_batches=train_batches, eval_loss_fn=make_loss_fn(config, model, train=False),
+                      eval_batches=eval_batches, sample_fn=sample_fn)
