@@ -6,6 +6,7 @@ import csv
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -124,3 +125,45 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
                     batch_size=BATCH, extractor=PixelFeatures(), reference=reference, to_unit=to_unit, seed=3,
                     manifest={"checkpoint": "analytic"}, kid_subsets=5)
     assert not [p for p in os.listdir(tmp_path / "full") if ".tmp" in p]
+
+
+def test_run_compare_from_checkpoint(tmp_path):
+    """The command path: a (tiny, untrained) DDPM checkpoint, reference statistics of its dataset's
+    training split computed and cached, one setting; a second call finds everything done."""
+    import ml_collections
+
+    from score_sde import checkpoints, models
+    from score_sde.evaluation import commands
+
+    data = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", x_train=data)
+    config = ml_collections.ConfigDict({
+        "seed": 0,
+        "data": {"dataset": "npz", "path": str(tmp_path / "data.npz"), "image_size": 8, "num_channels": 1,
+                 "centered": True, "random_flip": False, "uniform_dequantization": False},
+        "model": {"name": "ddpm", "normalization": "GroupNorm", "nonlinearity": "swish", "nf": 32, "ch_mult": (1,),
+                  "num_res_blocks": 1, "attn_resolutions": (), "dropout": 0.0, "resamp_with_conv": True,
+                  "conditional": True, "scale_by_sigma": False, "beta_min": 0.1, "beta_max": 20.0,
+                  "num_scales": 1000, "sigma_min": 0.01, "sigma_max": 50.0, "ema_rate": 0.999},
+        "training": {"sde": "vpsde", "continuous": True},
+        "sampling": {"snr": 0.16, "n_steps_each": 1, "noise_removal": True},
+    })
+    model = models.get_model(config)
+    x, labels = jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,))
+    params = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, labels)["params"]
+    checkpoints.save_model(str(tmp_path / "ckpt"), params=params, params_ema=params, config=config)
+
+    class Features(PixelFeatures):
+        meta = {"sha256": "pixels", "source": "pixels", "source_sha256": "pixels", "has_logits": False}
+
+    out = str(tmp_path / "cmp")
+    kw = dict(samplers=["pc:euler_maruyama:none"], steps=[2], num_samples=8, batch_size=8, extractor=Features())
+    rows = commands.run_compare(str(tmp_path / "ckpt"), out, **kw)
+    assert len(rows) == 1 and rows[0]["nfe"] == 2 and rows[0]["num_samples"] == 8
+    ref, record = stats.load_stats(os.path.join(out, "reference_train.npz"))
+    assert ref.n == 20 and record["split"] == "train" and record["image_size"] == 8
+    np.testing.assert_allclose(ref.mu, data.reshape(20, -1).mean(0) / 255.0, rtol=1e-6)
+    shard = os.path.join(out, "samples", "pc-euler_maruyama-none_steps2", "shard_00000.npz")
+    mtime = os.path.getmtime(shard)
+    assert commands.run_compare(str(tmp_path / "ckpt"), out, **kw) == rows
+    assert os.path.getmtime(shard) == mtime

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from score_sde.evaluation import images as images_lib, metrics
 from score_sde.evaluation.stats import FeatureStats, compute_stats
@@ -123,10 +124,12 @@ def _check_manifest(out_dir: str, manifest: dict) -> None:
 
 
 def _sample_setting(setting: Setting, fn: Callable, score_fn, directory: str, *, num_samples: int,
-                    batch_size: int, seed: int, to_unit: Callable, progress: Callable | None) -> None:
+                    batch_size: int, seed: int, to_unit: Callable, sharding, progress: Callable | None) -> None:
     os.makedirs(directory, exist_ok=True)
     n_shards = math.ceil(num_samples / batch_size)
     base = jax.random.key(seed)
+    if sharding is not None:  # the key on the samples' devices (replicated), as the sampler's other inputs
+        base = jax.device_put(base, NamedSharding(sharding.mesh, PartitionSpec()))
     for i in range(n_shards):
         path = os.path.join(directory, f"shard_{i:05d}.npz")
         if os.path.exists(path):
@@ -234,7 +237,7 @@ def compare(score_fn, sde, settings: Sequence[Setting], out_dir: str, *, image_s
         if not os.path.exists(metrics_path):
             fn = sampling_fn(setting, sde, shape, sharding=sharding, **options)
             _sample_setting(setting, fn, score_fn, directory, num_samples=num_samples, batch_size=batch_size,
-                            seed=seed, to_unit=to_unit, progress=progress)
+                            seed=seed, to_unit=to_unit, sharding=sharding, progress=progress)
             row = _evaluate_setting(setting, directory, os.path.join(out_dir, "grids", f"{setting.name}.png"),
                                     extractor=extractor, reference=reference, kid_subsets=kid_subsets,
                                     kid_subset_size=kid_subset_size, seed=seed)

@@ -46,7 +46,7 @@ class InceptionFeatures:
                  devices=None):
         variables, self.meta = weights if isinstance(weights, tuple) else weights_lib.load(weights)
         self.has_logits = bool(self.meta["has_logits"])
-        devices = tuple(devices or jax.devices())
+        devices = tuple(devices or jax.local_devices())  # this process's devices: host-local images
         self.batch_size = -(-batch_size // len(devices)) * len(devices)
         self._apply, self._rows, replicated = _compiled(self.has_logits, devices)
         self._variables = jax.device_put(variables, replicated)
