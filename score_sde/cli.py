@@ -54,11 +54,13 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config file {file} has no get_config() function")
+    config = module.get_config()
+  except ConfigError:
+    raise
   except Exception as e:
     raise ConfigError(f"config file {file} failed to load: {type(e).__name__}: {e}") from e
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {file} has no get_config() function")
-  config = module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() of {file} returned {type(config).__name__}, not a ConfigDict")
   return with_overrides(config, overrides)
