@@ -221,7 +221,7 @@ def _run_eval(args):
 
 def _add_sample(p):
   _add_model(p)
-  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...) and grid.png; "
+  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...; OUT.png shows the first 64); "
                  "a restarted command continues after the shards already there")
   p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
   p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")

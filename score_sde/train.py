@@ -341,8 +341,7 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
         images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, _SAMPLE), step))
         images = _gather(images)
         if is_main:
-          grid = image_grid(images)
-          save_png(grid, os.path.join(workdir, "samples", f"step_{step}.png"))
+          grid = save_grid(images, os.path.join(workdir, "samples", f"step_{step}.png"))
           monitor.image(step, "samples", grid)
     checkpoints.wait()
   finally:
@@ -355,29 +354,17 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
 # Images
 
 
-def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
-  """Tiles images (N, H, W, C) in [0, 1] into one uint8 image (rows, cols, C), near square."""
-  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-  n, h, w, c = images.shape
-  cols = int(np.ceil(np.sqrt(n)))
-  rows = int(np.ceil(n / cols))
-  grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.float32)
-  for i, image in enumerate(images):
-    r, q = divmod(i, cols)
-    y, x = padding + r * (h + padding), padding + q * (w + padding)
-    grid[y:y + h, x:x + w] = image
-  return np.round(grid * 255).astype(np.uint8)
+def save_grid(images: np.ndarray, path: str, min_size: int = 256) -> np.ndarray:
+  """Tiles images (N, H, W, C) in [0, 1] into one PNG (written atomically), enlarged by an integer factor
+  (nearest neighbour) to at least ``min_size`` pixels wide so that small images can be seen. Returns
+  the grid (uint8, before enlarging)."""
+  from score_sde.evaluation import images as images_lib
 
-
-def save_png(grid: np.ndarray, path: str) -> None:
-  """Writes a uint8 image (H, W, C) as PNG, atomically (a temp file renamed into place)."""
-  from PIL import Image
-
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  tmp = f"{path}.tmp{os.getpid()}"
-  image.save(tmp, format="PNG")
-  os.replace(tmp, path)
+  grid = images_lib.image_grid(np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8))
+  factor = max(1, -(-min_size // grid.shape[1]))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  images_lib.save_png(path, np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1))
+  return grid
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -507,7 +494,8 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
   """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
   OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
   comes from the key fold_in(PRNGKey(seed), i): a restarted command keeps the shards already written
-  and continues, giving the same samples as an uninterrupted one. OUT/grid.png shows the first 64."""
+  and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
+  OUT, whose shards `score-sde fid` reads)."""
   model, params, config, step = load_for_eval(model_path, overrides)
   num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
   batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
@@ -546,7 +534,7 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
   if jax.process_index() == 0:
     first = np.concatenate([np.load(os.path.join(out, f"samples_{i:05d}.npz"))["samples"]
                             for i in range(min(num_shards, -(-64 // batch_size)))])[:64]
-    save_png(image_grid(first / 255.0), os.path.join(out, "grid.png"))
+    save_grid(first / 255.0, _grid_path(out))
   return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
 
 
@@ -582,6 +570,10 @@ def evaluate_bpd(model_path: str, *, overrides=(), split=None, num_batches=None,
   if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
     _write_json(os.path.join(_result_dir(model_path, out), f"bpd_{split}_{step}.json"), result)
   return result
+
+
+def _grid_path(out: str) -> str:
+  return os.path.abspath(out).rstrip(os.sep) + ".png"
 
 
 def _gather(x) -> np.ndarray:
@@ -630,7 +622,7 @@ def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
     done = sample_to_shards(workdir, os.path.join(workdir, f"samples_{name}"), overrides=[*overrides, *sampler],
                             num_samples=64, batch_size=64)
     results[f"{name}_nfe"] = done["nfe"]
-    results[f"{name}_grid"] = os.path.join(workdir, f"samples_{name}", "grid.png")
+    results[f"{name}_grid"] = _grid_path(os.path.join(workdir, f"samples_{name}"))
     results[f"{name}_seconds"] = round(time.time() - t0, 1)
   t0 = time.time()
   bpd = evaluate_bpd(workdir, overrides=overrides, split="test")
