@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'CIFAR10'
-  data.path = ''  # image folder or .npz file, for the 'folder' and 'npz' datasets
+  data.path = ''  # image folder or .npz file, for the 'folder' and 'npz' datasets (MNIST: optional local copy)
+  data.tfds_data_dir = None  # tensorflow-datasets' data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets)
   data.image_size = 32
   data.num_channels = 3
   data.centered = False  # True: pixels in [-1, 1]; False: [0, 1]

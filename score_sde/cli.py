@@ -54,11 +54,13 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config file {file} has no get_config() function")
+    config = module.get_config()
+  except ConfigError:
+    raise
   except Exception as e:
     raise ConfigError(f"config file {file} failed to load: {type(e).__name__}: {e}") from e
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {file} has no get_config() function")
-  config = module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() of {file} returned {type(config).__name__}, not a ConfigDict")
   return with_overrides(config, overrides)
@@ -219,7 +221,7 @@ def _run_eval(args):
 
 def _add_sample(p):
   _add_model(p)
-  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...) and grid.png; "
+  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...; OUT.png shows the first 64); "
                  "a restarted command continues after the shards already there")
   p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
   p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
