@@ -1,0 +1,117 @@
+"""From a network to a score function score_fn(x, t), for each parameterisation of the paper.
+
+    model_fn = get_model_fn(model, variables)                     # model_fn(x, labels) -> output
+    score_fn = get_score_fn(sde, model_fn, continuous=True)       # score_fn(x, t) -> grad_x log p_t(x)
+
+Both are `jax.tree_util.Partial` objects: pytrees whose leaves are the network variables (and dropout key),
+so they can be passed into jitted samplers, the likelihood and losses as ordinary arguments without being
+baked into the compiled code; a jitted function recompiles only for a different network or SDE.
+
+Parameterisations (as the official models/utils.py `get_score_fn`):
+  VE, continuous:   labels = sigma(t);                       score = output
+  VE, discrete:     labels = round((T - t)(N - 1)) (int32),  score = output   (index 0 = largest sigma)
+  VP, continuous:   labels = 999 t;                          score = -output / std(t)
+  VP, discrete:     labels = (N - 1) t (float);              score = -output / sqrt(1 - alphabar_i),
+                    i = int(labels) (the DDPM step, index 0 = smallest noise)
+  sub-VP (always the continuous form): labels = 999 t;       score = -output / std(t)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.tree_util import Partial
+
+from score_sde.sde import SDE, VESDE, VPSDE, batch_mul, check_time, subVPSDE
+
+Array = jax.Array
+ModelFn = Callable[[Array, Array], Array]
+
+
+class _ModelApply:
+    """`model.apply` as a static, hashable function: equal for the same module object and train flag.
+
+    Flax modules holding a ConfigDict are not hashable by value, so identity is what jit can key on.
+    """
+
+    __slots__ = ("model", "train")
+
+    def __init__(self, model, train: bool):
+        self.model, self.train = model, train
+
+    def __eq__(self, other):
+        return type(other) is _ModelApply and other.model is self.model and other.train == self.train
+
+    def __hash__(self):
+        return hash((id(self.model), self.train))
+
+    def __call__(self, variables, dropout_key, x, labels):
+        if self.train:
+            out = self.model.apply(variables, x, labels, train=True, rngs={"dropout": dropout_key})
+        else:
+            out = self.model.apply(variables, x, labels, train=False)
+        if out.shape != x.shape:
+            raise ValueError(f"the network returned shape {out.shape} for input of shape {x.shape}")
+        return out
+
+
+def get_model_fn(model, variables: dict[str, Any], *, train: bool = False, dropout_key: Array | None = None):
+    """model_fn(x, labels) -> output of a Flax module `model` with `variables` ({"params": ...}).
+
+    With `train`, dropout is on and draws from `dropout_key` (required). Take gradients with respect to the
+    parameters by building model_fn inside the differentiated function.
+    """
+    if train and dropout_key is None:
+        raise ValueError("get_model_fn(train=True) needs a dropout_key")
+    return Partial(_ModelApply(model, train), variables, dropout_key if train else None)
+
+
+def _as_pytree(fn: Callable) -> Partial:
+    """A callable as a pytree: Partials as they are, anything else as a leafless Partial (static)."""
+    return fn if isinstance(fn, Partial) else Partial(fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NetworkScore:
+    """The static part of a network's score function: the SDE and whether the network is continuous."""
+
+    sde: SDE
+    continuous: bool
+
+    def __post_init__(self):
+        if not isinstance(self.sde, (VESDE, VPSDE, subVPSDE)):
+            raise NotImplementedError(
+                f"get_score_fn: no network parameterisation for {type(self.sde).__name__}; "
+                "write score_fn(x, t) for it directly (every sampler and the likelihood take any score_fn)"
+            )
+
+    def __call__(self, model_fn: ModelFn, x: Array, t: Array) -> Array:
+        sde = self.sde
+        if jnp.shape(t) != x.shape[:1]:
+            raise ValueError(f"score_fn: t must have shape (batch,) = {x.shape[:1]}, got {jnp.shape(t)}")
+        check_time(t, sde)
+        if isinstance(sde, VESDE):
+            if self.continuous:
+                labels = sde.marginal_coeffs(t)[1]
+            else:  # index into SMLD's sigmas sorted from largest (label 0) to smallest
+                labels = jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+            return model_fn(x, labels)
+        if isinstance(sde, subVPSDE) or self.continuous:
+            # Continuously trained VP-type networks take t scaled to the [0, 999] range of DDPM's steps.
+            std = sde.marginal_coeffs(t)[1]
+            return batch_mul(-1.0 / std, model_fn(x, t * 999))
+        labels = t * (sde.N - 1)
+        std = sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
+        return batch_mul(-1.0 / std, model_fn(x, labels))
+
+
+def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> Partial:
+    """score_fn(x, t) -> score of the network `model_fn` trained on `sde`; x (B, ...), t (B,) in [0, T].
+
+    `continuous`: the network was trained in continuous time (config.training.continuous); otherwise it is
+    one of the discrete SMLD (VE) or DDPM (VP) models conditioned on the noise-level index.
+    """
+    return Partial(_NetworkScore(sde, bool(continuous)), _as_pytree(model_fn))
