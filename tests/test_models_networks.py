@@ -15,8 +15,10 @@ import ml_collections
 import numpy as np
 import pytest
 
+from score_sde.cli import load_config
 from score_sde.models import get_model, get_sigmas
 from score_sde.models import up_or_down_sampling as updown
+from score_sde.models.wideresnet import cifar10_classifier_config
 
 
 def ncsnpp_config(**model) -> ml_collections.ConfigDict:
@@ -281,51 +283,35 @@ def test_wideresnet_classifier_logits():
 # (yang-song/score_sde_pytorch, `sum(p.numel() for p in model.parameters())`) for NCSN++ / DDPM++ / DDPM, and
 # the official JAX code run under today's flax (leaves of the `params` collection) for every row; the two agree
 # wherever both build. The port's NCSN / NCSNv2 do not build (and no PyTorch checkpoints of them exist).
+# One config per distinct network of the paper (the others repeat these, e.g. subvp/ = vp/).
 PAPER_CONFIGS = {
-    # config file: (model overrides of the CIFAR-10 defaults, data overrides, official parameter count)
-    've/cifar10_ncsnpp_continuous': (dict(), dict(), 62_758_915),
-    've/cifar10_ncsnpp_deep_continuous': (dict(num_res_blocks=8), dict(), 107_587_075),
-    've/cifar10_ncsnpp': (dict(embedding_type='positional'), dict(), 62_693_251),
-    'vp/cifar10_ddpmpp_continuous': (dict(fir=False, progressive_input='none', embedding_type='positional'),
-                                     dict(), 61_804_419),
-    'vp/cifar10_ddpmpp_deep_continuous': (dict(fir=False, progressive_input='none', embedding_type='positional',
-                                               num_res_blocks=8), dict(), 106_632_579),
-    'vp/ddpm/cifar10': (dict(name='ddpm', num_res_blocks=2), dict(), 35_218_947),
-    'vp/ddpm/cifar10_unconditional': (dict(name='ddpm', num_res_blocks=2, conditional=False), dict(), 32_329_347),
-    'vp/ddpm/church': (dict(name='ddpm', num_res_blocks=2, ch_mult=(1, 1, 2, 2, 4, 4)), dict(image_size=256),
-                       111_569_923),
-    've/celebahq_256_ncsnpp_continuous': (dict(ch_mult=(1, 1, 2, 2, 2, 2, 2), num_res_blocks=2,
-                                               progressive='output_skip', progressive_input='input_skip'),
-                                          dict(image_size=256), 65_574_549),
-    've/ffhq_ncsnpp_continuous': (dict(nf=16, ch_mult=(1, 2, 4, 8, 16, 32, 32, 32), num_res_blocks=1,
-                                       progressive='output_skip', progressive_input='input_skip'),
-                                  dict(image_size=1024), 105_785_896),
-    've/ncsnv2/cifar10': (dict(name='ncsnv2_64', normalization='InstanceNorm++', nonlinearity='elu',
-                               interpolation='bilinear', num_scales=232), dict(), 33_970_563),
-    've/ncsnv2/bedroom': (dict(name='ncsnv2_128', normalization='InstanceNorm++', nonlinearity='elu',
-                               interpolation='bilinear', num_scales=1086), dict(image_size=128), 83_445_379),
-    've/ncsn/cifar10': (dict(name='ncsn', normalization='InstanceNorm++', nonlinearity='elu',
-                             interpolation='bilinear', num_scales=10), dict(), 34_428_675),
-    've/ncsn/cifar10_124': (dict(name='ncsn', normalization='InstanceNorm++', nonlinearity='elu',
-                                 interpolation='bilinear', num_scales=232), dict(), 44_828_931),
-    'CIFAR-10 classifier (WRN-28-10)': (dict(name='wideresnet_noise_conditional', blocks_per_group=4,
-                                             channel_multiplier=10, num_classes=10), dict(), 38_913_242),
+    've/cifar10_ncsnpp_continuous': 62_758_915,
+    've/cifar10_ncsnpp_deep_continuous': 107_587_075,
+    've/cifar10_ncsnpp': 62_693_251,
+    'vp/cifar10_ddpmpp_continuous': 61_804_419,
+    'vp/cifar10_ddpmpp_deep_continuous': 106_632_579,
+    'vp/ddpm/cifar10': 35_218_947,
+    'vp/ddpm/cifar10_unconditional': 32_329_347,
+    'vp/ddpm/church': 111_569_923,
+    've/celebahq_256_ncsnpp_continuous': 65_574_549,
+    've/ffhq_ncsnpp_continuous': 105_785_896,
+    've/ncsnv2/cifar10': 33_970_563,
+    've/ncsnv2/bedroom': 83_445_379,
+    've/ncsn/cifar10': 34_428_675,
+    've/ncsn/cifar10_124': 44_828_931,
+    'CIFAR-10 classifier (WRN-28-10)': 38_913_242,
 }
-
-
-def paper_config(label):
-  model, data, _ = PAPER_CONFIGS[label]
-  config = ncsnpp_config(nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,))
-  config.model.update(model)
-  config.data.update({'image_size': 32, **data})
-  return config
 
 
 @pytest.mark.parametrize('label', sorted(PAPER_CONFIGS))
 def test_parameter_count_of_paper_configs(label):
-  config = paper_config(label)
-  size = config.data.image_size
+  if label.startswith('CIFAR-10 classifier'):
+    config = cifar10_classifier_config()
+    size, channels = 32, 3
+  else:
+    config = load_config(f'configs/{label}.py')
+    size, channels = config.data.image_size, config.data.num_channels
   shapes = jax.eval_shape(lambda: get_model(config).init(
-      {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)}, jnp.zeros((1, size, size, 3)),
+      {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)}, jnp.zeros((1, size, size, channels)),
       jnp.ones((1,))))
-  assert sum(math.prod(s.shape) for s in jax.tree.leaves(shapes)) == PAPER_CONFIGS[label][2]
+  assert sum(math.prod(s.shape) for s in jax.tree.leaves(shapes)) == PAPER_CONFIGS[label]
