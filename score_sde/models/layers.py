@@ -56,6 +56,11 @@ def group_norm(x, num_groups: int, epsilon: float = 1e-6):
   return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=x.dtype)(x)
 
 
+def add_skip(x, h, skip_rescale: bool):
+  """x + h, divided by sqrt(2) with ``skip_rescale`` so that the variance stays that of one branch."""
+  return (x + h) / math.sqrt(2.) if skip_rescale else x + h
+
+
 class NIN(nn.Module):
   """A per-pixel linear map ("network in network"): x @ W + b over the last axis. Parameters W (C_in, units), b."""
   num_units: int
@@ -103,11 +108,6 @@ class GaussianFourierProjection(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------
 # Self-attention over all pixels
-
-
-def add_skip(x, h, skip_rescale: bool):
-  """x + h, divided by sqrt(2) with ``skip_rescale`` so that the variance stays that of one branch."""
-  return (x + h) / math.sqrt(2.) if skip_rescale else x + h
 
 
 class AttnBlockpp(nn.Module):
