@@ -203,7 +203,9 @@ def _check_same_model(saved, config, workdir):
     return
   now = json.loads(config.model.to_json())
   before = json.loads(saved.model.to_json()) if "model" in saved else {}
-  differ = sorted(k for k in set(now) | set(before) if k not in ("ema_rate", "dtype") and now.get(k) != before.get(k))
+  # Fields that change how the network is trained or run, not the shapes of its parameters.
+  free = ("ema_rate", "dtype", "dropout", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max")
+  differ = sorted(k for k in set(now) | set(before) if k not in free and now.get(k) != before.get(k))
   if differ:
     details = ", ".join(f"model.{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ)
     raise ValueError(f"workdir {workdir} holds checkpoints of a different network ({details}); "
@@ -376,6 +378,7 @@ def train(config, workdir: str) -> TrainState:
   from score_sde import data as data_lib
   from score_sde import models
 
+  parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
   model = models.get_model(config)
   train_source = data_lib.get_source(config, "train")
   test_source = data_lib.get_source(config, "test")
@@ -513,6 +516,9 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
       raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
   if jax.process_index() == 0:
     _write_json(meta_path, {**meta, "num_samples": num_samples})
+    for name in os.listdir(out):  # left by a killed run
+      if ".npz.tmp" in name:
+        os.remove(os.path.join(out, name))
 
   mesh = parallel.data_mesh()
   sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
@@ -586,9 +592,11 @@ def _gather(x) -> np.ndarray:
 
 
 def _save_npz(path: str, **arrays) -> None:
-  """np.savez, atomically: a kill leaves either no file or the complete one."""
-  tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
+  """np.savez, atomically: a kill leaves no file or the complete one (and maybe a PATH.tmp* file, which
+  `sample_to_shards` removes and readers of *.npz ignore)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
   os.replace(tmp, path)
 
 
