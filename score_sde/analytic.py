@@ -124,3 +124,52 @@ def sample_t(mixture: GaussianMixture, sde: SDE, key: Array, t: float, n: int) -
     x0, _ = mixture.sample(x_key, n)
     mean, std = sde.marginal_prob(x0, jnp.full((n,), t))
     return mean + std[:, None] * jax.random.normal(z_key, x0.shape)
+
+
+def marginal(mixture: GaussianMixture, sde: SDE, t: float) -> GaussianMixture:
+    """The exact p_t as a GaussianMixture: means m(t) mu_k, covariances m(t)^2 Sigma_k + s(t)^2 I."""
+    check_time(t, sde)
+    m, s = (float(v[0]) for v in sde.marginal_coeffs(jnp.full((1,), t, jnp.float32)))
+    return GaussianMixture(mixture.weights, m * mixture.means, m**2 * mixture.lam + s**2, mixture.u)
+
+
+def moment_z_scores(mixture: GaussianMixture, x) -> np.ndarray:
+    """Standardised errors of samples x (n, D) against the mixture's component weights, means and covariances.
+
+    Each sample is assigned to the component of highest posterior probability (so the components must be
+    well separated: the assignment errors are then negligible). For each component k with n_k samples:
+      weight      (n_k / n - w_k) / sqrt(w_k (1 - w_k) / n)
+      mean_j      (xbar_j - mu_kj) / sqrt(C_jj / n_k)
+      cov_ij      (S_ij - C_ij) / sqrt((C_ii C_jj + C_ij^2) / n_k)   (i <= j; Gaussian fourth moments)
+    Returns the K (1 + D + D (D + 1) / 2) scores in that order; for exact samples each is about N(0, 1).
+    """
+    x = np.asarray(x, np.float64)
+    n, d = x.shape
+    log_joint, _ = mixture._whitened(jnp.asarray(x, jnp.float32), jnp.ones((n,)), jnp.zeros((n,)))
+    assigned = np.asarray(jnp.argmax(log_joint, axis=-1))
+    weights, means, covs = (np.asarray(a, np.float64) for a in (mixture.weights, mixture.means, mixture.covs))
+    iu = np.triu_indices(d)
+    z = []
+    for k in range(len(weights)):
+        xk = x[assigned == k]
+        nk, c = len(xk), covs[k]
+        if nk < 2:
+            raise ValueError(f"only {nk} samples fall in mixture component {k}; the samples are far off")
+        z.append((nk / n - weights[k]) / np.sqrt(weights[k] * (1 - weights[k]) / n))
+        z.extend((xk.mean(0) - means[k]) / np.sqrt(np.diag(c) / nk))
+        se = np.sqrt((np.outer(np.diag(c), np.diag(c)) + c**2) / nk)
+        z.extend(((np.cov(xk.T) - c) / se)[iu])
+    return np.array(z)
+
+
+def example_mixture() -> GaussianMixture:
+    """Two well-separated, unequally weighted, correlated Gaussians in 2-D (the tests' and benchmarks' data).
+
+    Along the line joining the means they are 5.3 summed standard deviations apart, so a sample falls on the
+    wrong side of the decision boundary with probability below 1e-7 (`moment_z_scores` needs that).
+    """
+    return GaussianMixture.create(
+        weights=[0.35, 0.65],
+        means=[[-2.5, 1.0], [2.0, -1.0]],
+        covs=[[[0.15, 0.05], [0.05, 0.10]], [[0.30, -0.10], [-0.10, 0.20]]],
+    )

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import as_pytree, check_eps, constrain
+from score_sde.sampling._common import as_pytree, check_eps, constrain, in_auto_axes
 from score_sde.sampling.ode import check_method, integrate
 from score_sde.sde import SDE, ScoreFn
 
@@ -112,18 +112,22 @@ def _log_likelihood(key, score_fn, sde, x, divergence, method, rtol, atol, num_s
     def drift(y, t):
         return constrain(rsde.sde(y, jnp.full((batch,), t))[0], sharding)
 
-    if divergence == "exact":
-        vector_field = lambda t, state: exact_divergence(lambda y: drift(y, t), state[0])
-    else:
-        if divergence == "gaussian":
-            probe = jax.random.normal(key, x.shape)
-        else:
-            probe = jax.random.rademacher(key, x.shape, dtype=x.dtype)
-        probe = constrain(probe, sharding)
-        vector_field = lambda t, state: hutchinson_divergence(lambda y: drift(y, t), state[0], probe)
+    probes = ()  # the Hutchinson probe, drawn once and held fixed along the trajectory
+    if divergence == "gaussian":
+        probes = (constrain(jax.random.normal(key, x.shape), sharding),)
+    elif divergence == "rademacher":
+        probes = (constrain(jax.random.rademacher(key, x.shape, dtype=x.dtype), sharding),)
 
-    (z, delta), nfe = integrate(vector_field, (x, jnp.zeros((batch,), x.dtype)), eps, sde.T, method=method,
-                                rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps)
+    def solve(state, *probe):
+        def vector_field(t, s):
+            f = lambda y: drift(y, t)
+            return hutchinson_divergence(f, s[0], probe[0]) if probe else exact_divergence(f, s[0])
+
+        return integrate(vector_field, state, eps, sde.T, method=method, rtol=rtol, atol=atol,
+                         num_steps=num_steps, max_steps=max_steps)
+
+    (z, delta), nfe = in_auto_axes(solve, sharding, (x, jnp.zeros((batch,), x.dtype)), *probes)
+    z = constrain(z, sharding)
     return sde.prior_logp(z) + delta, z, nfe
 
 

@@ -234,3 +234,32 @@ def test_pytorch_fid_state_dict_converts(tmp_path, image_sets, jax_features):
     np.testing.assert_allclose(out["pool3"], ref, atol=1e-4 * np.abs(ref).max(), rtol=0)
     logits = out["pool3"].astype(np.float64) @ state["fc.weight"].numpy().T.astype(np.float64) + state["fc.bias"].numpy()
     np.testing.assert_allclose(out["logits"], logits, atol=1e-5 * np.abs(logits).max(), rtol=0)
+
+
+@needs_weights
+def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path):
+    import ml_collections
+    from PIL import Image
+
+    a, b = image_sets
+    (tmp_path / "a").mkdir()
+    for i, im in enumerate(a):
+        Image.fromarray(im).save(tmp_path / "a" / f"{i:03d}.png")
+    np.savez(tmp_path / "data.npz", x_train=b, y_train=np.zeros(len(b), np.int32))
+    config = ml_collections.ConfigDict({"seed": 0, "data": {
+        "dataset": "npz", "path": str(tmp_path / "data.npz"), "image_size": 32, "num_channels": 3, "centered": False}})
+    ref = str(tmp_path / "ref.npz")
+    # Dataset statistics through score_sde.data; the extractor's compiled network is shared (batch 8).
+    ref_stats = commands.run_fid_stats(ref, config=config, split="train", weights=converted, batch_size=8)
+    record = stats.load_stats(ref)[1]
+    assert record["num_images"] == N and record["split"] == "train" and record["dataset"].startswith("npz path=")
+    assert record["weights_source_sha256"] == weights.sha256_file(str(TORCHSCRIPT))
+    np.testing.assert_allclose(ref_stats.features, jax_features[1], atol=1e-6 * np.abs(jax_features[1]).max(), rtol=0)
+
+    got = commands.run_fid(str(tmp_path / "a"), ref, weights=converted, batch_size=8, kid_subsets=2)
+    # The statistics-file path takes the (D, D) covariance form, the features path the row-space one:
+    # with N = 16 < 2048 they differ by the covariance form's null-space round-off (see
+    # test_fid_from_features_few_rows_equals_covariance_form), ~1e-5 of this FID.
+    assert got["fid"] == pytest.approx(metrics.fid_from_features(*jax_features), rel=1e-4)
+    assert got["kid"] == pytest.approx(metrics.kernel_distance(*jax_features, num_subsets=2), rel=1e-5)
+    assert got["inception_score"] is None and got["n_a"] == got["n_b"] == N

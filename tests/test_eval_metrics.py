@@ -170,7 +170,8 @@ def test_stats_cache_reuses_only_matching_record(tmp_path):
     np.testing.assert_allclose(s1.sigma, np.cov(feats, rowvar=False), rtol=1e-10)
     rec = json.load(open(path + ".json"))
     assert rec["num_images"] == 11 and rec["dataset"] == "toy" and rec["split"] == "train"
-    assert rec["weights_sha256"] == "w" and "resize" in rec["preprocessing"]
+    assert rec["weights_file_sha256"] == "w" and rec["weights_source_sha256"] == "s"
+    assert "resize" in rec["preprocessing"]
 
     def fail():
         raise AssertionError("the cache should have been used")
@@ -178,8 +179,10 @@ def test_stats_cache_reuses_only_matching_record(tmp_path):
     s2 = stats.cached_stats(path, fx, fail, record)
     np.testing.assert_array_equal(s2.sigma, s1.sigma)
     np.testing.assert_array_equal(s2.features, s1.features)
-    s3 = stats.cached_stats(path, fx, lambda: iter([imgs[:3]]), {**record, "split": "test"})
-    assert s3.n == 3 and json.load(open(path + ".json"))["split"] == "test"
+    before = open(path, "rb").read()
+    with pytest.raises(ValueError, match="made differently.*split"):
+        stats.cached_stats(path, fx, fail, {**record, "split": "test"})
+    assert open(path, "rb").read() == before  # never overwritten
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
 
 

@@ -6,5 +6,6 @@
   metrics.py     frechet_distance / fid_from_features, kernel_distance (KID), inception_score
   stats.py       streaming feature statistics and cached reference statistics with their record
   images.py      uint8 image sets on disk (folders, .npz/.npy shards), image grids
-  commands.py    the convert-inception, fid-stats and fid sub-commands as plain functions
+  compare.py     sampler comparison: a grid of samplers x step counts -> FID/KID vs NFE, resumable
+  commands.py    the convert-inception, fid-stats, fid and compare sub-commands as plain functions
 """

@@ -1,12 +1,14 @@
-"""The evaluation sub-commands of ``score-sde`` as plain functions: convert-inception, fid-stats, fid."""
+"""The evaluation sub-commands of ``score-sde`` as plain functions: convert-inception, fid-stats, fid,
+compare."""
 
 from __future__ import annotations
 
 import os
 
+import jax
 import tqdm
 
-from score_sde.evaluation import images, metrics, stats as stats_lib, weights as weights_lib
+from score_sde.evaluation import images as images_lib, metrics, stats as stats_lib, weights as weights_lib
 from score_sde.evaluation.features import InceptionFeatures
 
 
@@ -21,26 +23,47 @@ def run_convert_inception(src: str, dst: str | None = None) -> dict:
     return meta
 
 
-def _progress(desc: str, total: int | None = None):
-    bar = tqdm.tqdm(desc=desc, unit="img", total=total, leave=False)
-
-    def update(done: int) -> None:
-        bar.update(done - bar.n)
-        if total is not None and done >= total:
-            bar.close()
-
-    return update
+def _progress(desc: str):
+    bar = tqdm.tqdm(desc=desc, unit="img", leave=False)
+    return lambda done: bar.update(done - bar.n)
 
 
-def run_fid_stats(source: str, out: str, *, dataset: str | None = None, split: str = "all",
+def dataset_record(config, split: str) -> dict:
+    """What identifies a dataset's images: config.data's name, location and size, and the split."""
+    d = config.data
+    name = str(d.dataset)
+    for key in ("category", "path", "tfrecords_path"):
+        if d.get(key, None):
+            name += f" {key}={d.get(key)}"
+    return {"dataset": name, "split": split, "image_size": int(d.image_size), "num_channels": int(d.num_channels)}
+
+
+def dataset_batches(config, split: str, batch_size: int):
+    """Every uint8 image of ``split`` of the dataset ``config.data`` names, in order, in batches."""
+    from score_sde import data
+
+    source = data.get_source(config, split)
+    for batch in data.eval_batches(source, batch_size, config, uint8=True, process_index=0, process_count=1):
+        yield batch["image"][batch["mask"]]
+
+
+def run_fid_stats(out: str, *, images: str | None = None, config=None, split: str = "train",
                   weights: str | None = None, batch_size: int = 200) -> stats_lib.FeatureStats:
-    """``fid-stats SOURCE OUT``: reference statistics of every image at SOURCE (a folder of images or
-    of .npz/.npy shards, or one .npz/.npy of uint8 images), cached at OUT (.npz + .json record);
-    recomputed only when the record (dataset, split, weights, preprocessing) differs."""
+    """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
+    image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
+    of images or of .npz/.npy shards, or one .npz/.npy), written to OUT (.npz + .json record). An
+    existing OUT made the same way (data, split, weights, preprocessing) is reused; one made
+    differently is an error, never overwritten."""
+    if (images is None) == (config is None):
+        raise ValueError("fid-stats needs exactly one of --images PATH or --config CONFIG")
     extractor = InceptionFeatures(weights, batch_size=batch_size)
-    record = stats_lib.make_record(extractor, dataset or f"path:{os.path.abspath(source)}", split)
-    result = stats_lib.cached_stats(out, extractor, lambda: images.iter_batches(source, batch_size), record,
-                                    _progress(f"fid-stats {os.path.basename(source)}"))
+    if images is not None:
+        record = stats_lib.make_record(extractor, f"path:{os.path.abspath(images)}", "all")
+        batches = lambda: images_lib.iter_batches(images, batch_size)  # noqa: E731
+    else:
+        record = stats_lib.make_record(extractor, **dataset_record(config, split))
+        batches = lambda: dataset_batches(config, split, batch_size)  # noqa: E731
+    result = stats_lib.cached_stats(out, extractor, batches, record, _progress(f"fid-stats {record['dataset']}"))
     print(f"{out}: {result.n} images" + (f", IS {result.inception_score[0]:.3f}" if result.inception_score else ""))
     return result
 
@@ -49,7 +72,7 @@ def _stats_of(source: str, extractor_factory, batch_size: int) -> tuple[stats_li
     if stats_lib.is_stats_file(source):
         return stats_lib.load_stats(source)
     extractor = extractor_factory()
-    result = stats_lib.compute_stats(extractor, images.iter_batches(source, batch_size),
+    result = stats_lib.compute_stats(extractor, images_lib.iter_batches(source, batch_size),
                                      _progress(f"features {os.path.basename(source)}"))
     return result, stats_lib.make_record(extractor, f"path:{os.path.abspath(source)}", "all")
 
@@ -92,3 +115,69 @@ def run_fid(a: str, b: str, *, weights: str | None = None, batch_size: int = 200
     print(f"{line}  ({stats_a.n} vs {stats_b.n} images)")
     return result
 
+
+def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[int],
+                tolerances: list[float] = (1e-5,), num_samples: int = 10000, batch_size: int = 500,
+                ref_stats: str | None = None, weights: str | None = None, ema: bool = True, seed: int = 0,
+                fid_batch_size: int = 200, overrides: list[str] = (), extractor=None) -> list[dict]:
+    """``compare CHECKPOINT OUT --samplers ... --steps ...``: for a model checkpoint, every sampler at
+    every step count (adaptive ODE methods at every tolerance) -> ``num_samples`` samples each, FID and
+    KID against the reference statistics, ``OUT/results.csv``, ``OUT/fid_vs_nfe.png`` and a sample grid
+    per setting. Reference statistics: REF_STATS if given and present, else computed (and cached there,
+    default ``OUT/reference_train.npz``) from the training split of the checkpoint's dataset. A killed
+    run, restarted with the same arguments, resumes where it stopped. ``overrides``: "a.b=value" for
+    the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
+    ``extractor`` replaces the Inception network (tests)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from score_sde import checkpoints, cli, data, models, score as score_lib, sde as sde_lib
+    from score_sde.evaluation import compare as compare_lib
+
+    n_dev = jax.device_count()
+    # The samples split over every device (the samplers pin x with with_sharding_constraint: Auto axes);
+    # the weights (and the keys, in compare) replicated on the same devices.
+    mesh = jax.make_mesh((n_dev,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharding = NamedSharding(mesh, PartitionSpec("batch")) if batch_size % n_dev == 0 else None
+
+    params, params_ema, config = checkpoints.load_model(checkpoint)
+    config = cli.with_overrides(config, overrides)
+    variables = {"params": params_ema if ema else params}
+    if sharding is not None:
+        variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
+    model = models.get_model(config)
+    sde = sde_lib.get_sde(config)
+    model_fn = score_lib.get_model_fn(model, variables)
+    score_fn = score_lib.get_score_fn(sde, model_fn, continuous=bool(config.training.continuous))
+    settings = compare_lib.grid(samplers, steps, tolerances)
+
+    extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)
+    ref_stats = ref_stats or os.path.join(out, "reference_train.npz")
+    if stats_lib.is_stats_file(ref_stats) and not os.path.exists(ref_stats + ".json"):
+        reference = stats_lib.load_stats(ref_stats)[0]  # foreign statistics: used as given
+    else:
+        record = stats_lib.make_record(extractor, **dataset_record(config, "train"))
+        reference = stats_lib.cached_stats(ref_stats, extractor, lambda: dataset_batches(config, "train", fid_batch_size),
+                                           record, _progress("reference statistics"))
+
+    s = config.get("sampling", None) or {}
+    options = dict(snr=float(s.get("snr", 0.16)), n_steps_each=int(s.get("n_steps_each", 1)),
+                   noise_removal=bool(s.get("noise_removal", True)))
+    d = config.data
+    bar = tqdm.tqdm(total=len(settings) * -(-num_samples // batch_size), unit="batch", desc="compare")
+
+    def progress(setting, i, n):
+        bar.set_postfix_str(setting.name)
+        bar.update(1)
+
+    rows = compare_lib.compare(
+        score_fn, sde, settings, out, image_shape=(int(d.image_size), int(d.image_size), int(d.num_channels)),
+        num_samples=num_samples, batch_size=batch_size, extractor=extractor, reference=reference,
+        to_unit=data.get_data_inverse_scaler(config), seed=seed, sampler_options=options, sharding=sharding,
+        manifest={"checkpoint": os.path.abspath(checkpoint), "ema": ema, "overrides": list(overrides),
+                  "reference": os.path.abspath(ref_stats), "reference_images": reference.n}, progress=progress)
+    bar.close()
+    for r in rows:
+        kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f}"
+        print(f"{r['sampler']:32s} steps={r['steps'] or '-':>5} tol={r['tol'] or '-':>7} NFE={r['nfe']:7.1f} "
+              f"FID={r['fid']:9.3f} KID={kid} ({r['sampling_seconds']:.0f} s)")
+    return rows

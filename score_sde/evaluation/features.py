@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 
 import jax
@@ -45,16 +46,10 @@ class InceptionFeatures:
                  devices=None):
         variables, self.meta = weights if isinstance(weights, tuple) else weights_lib.load(weights)
         self.has_logits = bool(self.meta["has_logits"])
-        devices = list(devices or jax.devices())
-        n = len(devices)
-        self.batch_size = -(-batch_size // n) * n
-        mesh = jax.make_mesh((n,), ("batch",), devices=devices)
-        self._rows = NamedSharding(mesh, P("batch"))
-        replicated = NamedSharding(mesh, P())
+        devices = tuple(devices or jax.local_devices())  # this process's devices: host-local images
+        self.batch_size = -(-batch_size // len(devices)) * len(devices)
+        self._apply, self._rows, replicated = _compiled(self.has_logits, devices)
         self._variables = jax.device_put(variables, replicated)
-        model = InceptionV3(logits=self.has_logits)
-        self._apply = jax.jit(lambda v, x: model.apply(v, preprocess(x)),
-                              in_shardings=(replicated, self._rows), out_shardings=self._rows)
 
     def _dispatch(self, chunk: np.ndarray):
         if chunk.dtype != np.uint8:
@@ -82,6 +77,16 @@ class InceptionFeatures:
             raise ValueError("no images to compute features of")
         outs = list(self.stream([images]))
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(has_logits: bool, devices: tuple):
+    """The jitted network for these devices, shared by every extractor (one compilation per shape)."""
+    mesh = jax.make_mesh((len(devices),), ("batch",), devices=devices)
+    rows, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
+    model = InceptionV3(logits=has_logits)
+    apply = jax.jit(lambda v, x: model.apply(v, preprocess(x)), in_shardings=(replicated, rows), out_shardings=rows)
+    return apply, rows, replicated
 
 
 def _fetch(out, n: int) -> dict[str, np.ndarray]:

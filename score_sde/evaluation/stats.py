@@ -148,22 +148,30 @@ def load_stats(path: str) -> tuple[FeatureStats, dict | None]:
 
 
 def make_record(extractor: InceptionFeatures, dataset: str, split: str, **extra) -> dict:
-    """The identity of a statistics file: what data, which weights, which preprocessing."""
-    return {"dataset": dataset, "split": split, "weights_sha256": extractor.meta["sha256"],
-            "weights_source": extractor.meta["source"], "weights_source_sha256": extractor.meta["source_sha256"],
-            "preprocessing": PREPROCESSING, "feature": "pool3", **extra}
+    """The identity of a statistics file: what data, which weights (the hash of the original PyTorch
+    file: a re-conversion gives the same network), which preprocessing."""
+    return {"dataset": dataset, "split": split, "weights_source": extractor.meta["source"],
+            "weights_source_sha256": extractor.meta["source_sha256"], "preprocessing": PREPROCESSING,
+            "feature": "pool3", **extra}
 
 
 def cached_stats(path: str, extractor: InceptionFeatures, batches: Callable[[], Iterable[np.ndarray]],
                  record: dict, progress: Callable[[int], None] | None = None) -> FeatureStats:
-    """Statistics at ``path`` if its record matches ``record`` (every key of ``record``), else
-    computed from ``batches()`` (uint8 image batches) and saved there with the record (plus
-    ``num_images`` and ``created``)."""
-    if os.path.isfile(path) and os.path.isfile(path + ".json"):
+    """Statistics at ``path`` if it exists with a record matching ``record`` (every key of it); else,
+    if there is no file, computed from ``batches()`` (uint8 image batches) and saved there with the
+    record (plus ``num_images``, ``weights_file_sha256`` and ``created``). A file made differently is
+    never overwritten: that is an error naming the differences."""
+    if os.path.exists(path):
         stats, existing = load_stats(path)
-        if existing is not None and all(existing.get(k) == v for k, v in record.items()):
-            return stats
+        if existing is None:
+            raise ValueError(f"{path} holds statistics without a record ({path}.json) of how they were made; "
+                             "pass another path, or use it directly where a statistics file is taken")
+        diff = {k: (existing.get(k), v) for k, v in record.items() if existing.get(k) != v}
+        if diff:
+            raise ValueError(f"{path} holds statistics made differently ({diff}, as (there, asked)); "
+                             "pass another path or delete it")
+        return stats
     stats = compute_stats(extractor, batches(), progress)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    save_stats(path, stats, {**record, "created": created})
+    save_stats(path, stats, {**record, "weights_file_sha256": extractor.meta["sha256"], "created": created})
     return stats

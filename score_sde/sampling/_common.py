@@ -52,6 +52,34 @@ def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
     return shape
 
 
+def _is_explicit(sharding) -> bool:
+    mesh = getattr(sharding, "mesh", None)
+    return mesh is not None and any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
+
+
 def constrain(x: Array, sharding) -> Array:
-    """Pins x to `sharding` (a jax.sharding.Sharding of the batch), or leaves it to the compiler if None."""
-    return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+    """Pins x (B, ...) to `sharding` (a NamedSharding of the batch), or leaves it to the compiler if None.
+
+    Meshes with Auto axes work anywhere; one with Explicit axes (jax.make_mesh's default) needs the caller
+    to have entered it (`with jax.set_mesh(mesh):`).
+    """
+    if sharding is None:
+        return x
+    if not _is_explicit(sharding):
+        return jax.lax.with_sharding_constraint(x, sharding)
+    if jax.sharding.get_abstract_mesh().are_all_axes_auto:  # inside `auto_axes` (see in_auto_axes)
+        return jax.lax.with_sharding_constraint(x, sharding.spec)
+    return jax.sharding.reshard(x, sharding)
+
+
+def in_auto_axes(fn: Callable, sharding, y0, *batched):
+    """fn(y0, *batched) -> (y1 shaped like y0, scalar), run with the mesh's axes in Auto mode when `sharding` is over an
+    Explicit mesh: for code (diffrax's solvers) that allocates loop buffers without sharding types. The
+    leaves of y0, `batched` and y1 have the batch first (sharded arrays must be passed in, not closed over);
+    y1 comes back batch-sharded, the scalar replicated."""
+    if sharding is None or not _is_explicit(sharding):
+        return fn(y0, *batched)
+    mesh, batch_spec = sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[:1])
+    out_sharding = (jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, batch_spec), y0),
+                    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return jax.sharding.auto_axes(fn, out_sharding=out_sharding)(y0, *batched)

@@ -13,7 +13,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from score_sde.sampling._common import Counted, as_pytree, check_eps, check_shape, constrain
+from score_sde.sampling._common import Counted, as_pytree, check_eps, check_shape, constrain, in_auto_axes
 from score_sde.sampling.predictors import reverse_diffusion
 from score_sde.sde import SDE, ScoreFn
 
@@ -127,8 +127,11 @@ def _ode_sampler(key, score_fn, sde, shape, method, rtol, atol, num_steps, denoi
     def drift(t, x):
         return constrain(rsde.sde(x, jnp.full((batch,), t))[0], sharding)
 
-    x, nfe = integrate(drift, x, sde.T, eps, method=method, rtol=rtol, atol=atol, num_steps=num_steps,
-                       max_steps=max_steps)
+    x, nfe = in_auto_axes(
+        lambda x, *_: integrate(drift, x, sde.T, eps, method=method, rtol=rtol, atol=atol, num_steps=num_steps,
+                            max_steps=max_steps),
+        sharding, x)
+    x = constrain(x, sharding)
     if denoise:
         score = Counted(score_fn)
         _, x = reverse_diffusion(denoise_key, x, jnp.full((batch,), eps), sde=sde, score_fn=score)

@@ -1,0 +1,249 @@
+"""Sampler comparison: FID and KID against the number of network evaluations (NFE), for a grid of
+samplers and step counts, resumable after a kill.
+
+Layout of the output folder::
+
+    manifest.json                      what this comparison is (a restart must match it)
+    samples/<setting>/shard_00000.npz  uint8 samples of one batch, its NFE and sampling seconds
+    samples/<setting>/metrics.json     FID / KID / NFE / time of a finished setting
+    grids/<setting>.png                the first 64 samples of each setting
+    results.csv, fid_vs_nfe.png        the table and the plot, rewritten at the end of every run
+
+Every file appears whole or not at all (written under a temporary name, then renamed), so a killed
+run restarts where it stopped: finished shards and finished settings are skipped. Shard i of every
+setting starts from the same prior noise (key ``fold_in(key(seed), i)``): the settings differ only
+by their sampler, which makes their FIDs directly comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from score_sde.evaluation import images as images_lib, metrics
+from score_sde.evaluation.stats import FeatureStats, compute_stats
+from score_sde.sampling import get_corrector, get_predictor, ode_sampler, pc_sampler
+from score_sde.sampling.ode import ADAPTIVE
+
+CSV_COLUMNS = ("sampler", "steps", "tol", "nfe", "fid", "kid", "sampling_seconds", "num_samples")
+GRID_IMAGES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One sampler configuration: ``sampler`` is ``"pc:<predictor>:<corrector>"`` or
+    ``"ode:<method>"``; ``steps`` the number of time steps (PC: the SDE's N; fixed-step ODE:
+    num_steps), None for an adaptive ODE method, which takes the tolerance ``tol`` (rtol = atol)."""
+
+    sampler: str
+    steps: int | None = None
+    tol: float | None = None
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe, unique label, e.g. ``pc-reverse_diffusion-langevin_steps20``."""
+        base = re.sub(r"[^A-Za-z0-9_.-]", "-", self.sampler)
+        return f"{base}_steps{self.steps}" if self.steps is not None else f"{base}_tol{self.tol:g}"
+
+
+def _parse(sampler: str) -> tuple[str, tuple[str, ...]]:
+    kind, *args = sampler.lower().split(":")
+    if kind == "pc" and len(args) == 2:
+        get_predictor(args[0]), get_corrector(args[1])  # unknown names fail here, listing the choices
+        return kind, tuple(args)
+    if kind == "ode" and len(args) == 1:
+        return kind, tuple(args)
+    raise ValueError(f"sampler {sampler!r}: expected 'pc:<predictor>:<corrector>' or 'ode:<method>'")
+
+
+def grid(samplers: Sequence[str], steps: Sequence[int], tolerances: Sequence[float] = (1e-5,)) -> list[Setting]:
+    """Every sampler at every step count; adaptive ODE methods (rk45, tsit5, bosh3) at every tolerance."""
+    settings = []
+    for sampler in samplers:
+        kind, args = _parse(sampler)
+        if kind == "ode" and args[0] in ADAPTIVE:
+            settings += [Setting(sampler, None, float(tol)) for tol in tolerances]
+        else:
+            settings += [Setting(sampler, int(n)) for n in steps]
+    names = [s.name for s in settings]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the grid repeats a setting: {names}")
+    return settings
+
+
+def sampling_fn(setting: Setting, sde, shape: tuple[int, ...], *, snr: float = 0.16, n_steps_each: int = 1,
+                noise_removal: bool = True, sharding=None) -> Callable:
+    """``fn(key, score_fn) -> (samples, nfe)`` for one setting; PC options as config.sampling."""
+    kind, args = _parse(setting.sampler)
+    if kind == "pc":
+        stepped = dataclasses.replace(sde, N=setting.steps)  # the time grid; the score is unchanged
+        return lambda key, score_fn: pc_sampler(
+            key, score_fn, stepped, shape, predictor=args[0], corrector=args[1], snr=snr, n_steps=n_steps_each,
+            denoise=noise_removal, sharding=sharding)
+    options = dict(rtol=setting.tol, atol=setting.tol) if setting.steps is None else dict(num_steps=setting.steps)
+    return lambda key, score_fn: ode_sampler(key, score_fn, sde, shape, method=args[0], denoise=noise_removal,
+                                             sharding=sharding, **options)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _check_manifest(out_dir: str, manifest: dict) -> None:
+    path = os.path.join(out_dir, "manifest.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            existing = json.load(f)
+        if existing != manifest:
+            diff = {k: (existing.get(k), manifest.get(k)) for k in set(existing) | set(manifest)
+                    if existing.get(k) != manifest.get(k)}
+            raise ValueError(f"{out_dir} holds a different comparison ({diff}, as (there, asked)); "
+                             "use another output folder, or the same arguments to resume it")
+    else:
+        _write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _sample_setting(setting: Setting, fn: Callable, score_fn, directory: str, *, num_samples: int,
+                    batch_size: int, seed: int, to_unit: Callable, sharding, progress: Callable | None) -> None:
+    os.makedirs(directory, exist_ok=True)
+    n_shards = math.ceil(num_samples / batch_size)
+    base = jax.random.key(seed)
+    if sharding is not None:  # the key on the samples' devices (replicated), as the sampler's other inputs
+        base = jax.device_put(base, NamedSharding(sharding.mesh, PartitionSpec()))
+    for i in range(n_shards):
+        path = os.path.join(directory, f"shard_{i:05d}.npz")
+        if os.path.exists(path):
+            continue
+        start = time.perf_counter()
+        x, nfe = fn(jax.random.fold_in(base, i), score_fn)
+        x = np.asarray(x)  # waits for the device: the time below is the sampling's
+        seconds = time.perf_counter() - start
+        count = min(batch_size, num_samples - i * batch_size)
+        samples = images_lib.to_uint8(np.asarray(to_unit(x[:count])))
+        _write_atomic(path, _npz_bytes(samples=samples, nfe=np.asarray(nfe), seconds=np.float64(seconds)))
+        if progress is not None:
+            progress(setting, i, n_shards)
+
+
+def _shards(directory: str) -> list[str]:
+    return sorted(os.path.join(directory, f) for f in os.listdir(directory) if re.fullmatch(r"shard_\d{5}\.npz", f))
+
+
+def _evaluate_setting(setting: Setting, directory: str, grid_path: str, *, extractor, reference: FeatureStats,
+                      kid_subsets: int, kid_subset_size: int, seed: int) -> dict:
+    shards = _shards(directory)
+    nfes, seconds = [], 0.0
+    for shard in shards:
+        with np.load(shard) as f:
+            nfes.append(int(f["nfe"]))
+            seconds += float(f["seconds"])
+
+    first: list[np.ndarray] = []  # the first GRID_IMAGES samples, for the grid
+
+    def batches():
+        for shard in shards:
+            with np.load(shard) as f:
+                samples = f["samples"]
+            first.append(samples[:GRID_IMAGES - sum(map(len, first))])
+            yield samples
+
+    sample_stats = compute_stats(extractor, batches())
+    images_lib.save_png(grid_path, images_lib.image_grid(np.concatenate(first)))
+    kid = (metrics.kernel_distance(sample_stats.features, reference.features, kid_subsets, kid_subset_size, seed)
+           if reference.features is not None else None)
+    return {"sampler": setting.sampler, "steps": setting.steps, "tol": setting.tol, "nfe": float(np.mean(nfes)),
+            "fid": metrics.frechet_distance(sample_stats.mu, sample_stats.sigma, reference.mu, reference.sigma),
+            "kid": kid, "sampling_seconds": seconds, "num_samples": sample_stats.n}
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+    _write_atomic(path, buf.getvalue().encode())
+
+
+def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
+    """One line per sampler through its settings, FID against NFE (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        points = sorted((r["nfe"], r["fid"]) for r in rows if r["sampler"] == sampler)
+        ax.plot(*zip(*points), marker="o", label=sampler)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE (network evaluations per sample)")
+    ax.set_ylabel("FID")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    _write_atomic(path, buf.getvalue())
+
+
+def compare(score_fn, sde, settings: Sequence[Setting], out_dir: str, *, image_shape: tuple[int, ...],
+            num_samples: int, batch_size: int, extractor, reference: FeatureStats, to_unit: Callable = lambda x: x,
+            seed: int = 0, sampler_options: dict | None = None, sharding=None, manifest: dict | None = None,
+            kid_subsets: int = 100, kid_subset_size: int = 1000,
+            progress: Callable[[Setting, int, int], None] | None = None) -> list[dict]:
+    """Samples ``num_samples`` images per setting in shards of ``batch_size`` with ``score_fn(x, t)``,
+    and scores them against ``reference`` with ``extractor`` (an `InceptionFeatures`, or anything with
+    its ``stream``). ``to_unit`` maps samples to [0, 1] (the data's inverse scaler). ``progress(setting,
+    shard, n_shards)`` runs after each new shard is saved. ``manifest``: more that identifies the run
+    (checkpoint, reference statistics), checked on restart with the grid and sizes. Returns the rows
+    of ``results.csv`` (dicts keyed by `CSV_COLUMNS`)."""
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2 (FID needs a covariance), got {num_samples}")
+    options = dict(sampler_options or {})
+    os.makedirs(out_dir, exist_ok=True)
+    _check_manifest(out_dir, {**(manifest or {}), "settings": [s.name for s in settings],
+                              "num_samples": num_samples, "batch_size": batch_size, "seed": seed,
+                              "image_shape": list(image_shape), "sampler_options": options})
+    os.makedirs(os.path.join(out_dir, "grids"), exist_ok=True)
+    shape = (batch_size, *image_shape)
+    rows = []
+    for setting in settings:
+        directory = os.path.join(out_dir, "samples", setting.name)
+        metrics_path = os.path.join(directory, "metrics.json")
+        if not os.path.exists(metrics_path):
+            fn = sampling_fn(setting, sde, shape, sharding=sharding, **options)
+            _sample_setting(setting, fn, score_fn, directory, num_samples=num_samples, batch_size=batch_size,
+                            seed=seed, to_unit=to_unit, sharding=sharding, progress=progress)
+            row = _evaluate_setting(setting, directory, os.path.join(out_dir, "grids", f"{setting.name}.png"),
+                                    extractor=extractor, reference=reference, kid_subsets=kid_subsets,
+                                    kid_subset_size=kid_subset_size, seed=seed)
+            _write_atomic(metrics_path, (json.dumps(row, indent=2) + "\n").encode())
+        with open(metrics_path) as f:
+            rows.append(json.load(f))
+    write_csv(os.path.join(out_dir, "results.csv"), rows)
+    plot_fid_vs_nfe(os.path.join(out_dir, "fid_vs_nfe.png"), rows, os.path.basename(os.path.abspath(out_dir)))
+    return rows
