@@ -1,6 +1,7 @@
 """The score-sde command line: --help of every command, one error per kind of bad input, and `sample`
 continuing after the shards an interrupted run left."""
 
+import json
 import os
 
 import jax
@@ -134,3 +135,15 @@ def test_sample_shards_resume(tmp_path, capsys):
   # Other settings into the same folder would mix samples: refused.
   status, _, err = run_cli(argv[:-1] + ["--config.sampling.ode_steps=4"], capsys)
   assert status == 1 and "holds samples of other settings" in err
+
+
+def test_eval_loss_covers_the_test_split_once(tmp_path, capsys):
+  """297 test digits in batches of 64: the last batch is padded with 23 masked rows, and the reported
+  count is exactly the split's size."""
+  _tiny_model_checkpoint(tmp_path / "ckpt")
+  status, out, err = run_cli(["eval", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "e"),
+                              "--config.eval.batch_size=64"], capsys)
+  assert status == 0, err
+  assert "over 297 examples" in out
+  record = json.loads((tmp_path / "e" / "loss.json").read_text())
+  assert record["count"] == 297 and np.isfinite(record["loss"]) and record["loss"] > 0

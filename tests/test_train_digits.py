@@ -48,7 +48,7 @@ def _train_and_sample(config, workdir, num_samples):
 def test_small_model_learns_the_data(tmp_path, dataset):
   overrides = ["training.n_iters=300", "training.log_freq=1", "training.eval_freq=0",
                "training.snapshot_freq=300", "training.snapshot_freq_for_preemption=0",
-               "sampling.method=ode", "sampling.noise_removal=true"]
+               "sampling.predictor=euler_maruyama", "sampling.corrector=none", "model.num_scales=100"]
   if dataset == "MNIST":
     mnist = SHARED / "mnist" / "mnist_reconstructed.npz"
     if not mnist.exists():
