@@ -271,9 +271,14 @@ def _log_to_file(workdir: str) -> None:
   import logging
   import os
 
+  root = logging.getLogger()
+  for old in [h for h in root.handlers if getattr(h, "score_sde_workdir_log", False)]:
+    root.removeHandler(old)  # one log file at a time, when main() runs several times in one process
+    old.close()
   handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-  logging.getLogger().addHandler(handler)
+  handler.score_sde_workdir_log = True
+  root.addHandler(handler)
 
 
 COMMANDS: list[Command] = [
