@@ -36,6 +36,12 @@ def base_config() -> ml_collections.ConfigDict:
   sampling.noise_removal = True
   sampling.probability_flow = False
   sampling.snr = 0.16
+  # For sampling.method = 'ode' (the probability-flow ODE): the solver, RK45 (adaptive, with tolerances
+  # rtol and atol, as the paper) or a fixed-step one ('euler', 'heun') with ode_steps steps.
+  sampling.ode_method = 'RK45'
+  sampling.rtol = 1e-5
+  sampling.atol = 1e-5
+  sampling.ode_steps = None
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.begin_ckpt = 9
@@ -49,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'CIFAR10'
-  data.path = ''  # image folder or .npz file, for the 'folder' and 'npz' datasets
+  data.path = ''  # image folder or .npz file, for the 'folder' and 'npz' datasets (MNIST: optional local copy)
+  data.tfds_data_dir = None  # tensorflow-datasets' data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets)
   data.image_size = 32
   data.num_channels = 3
   data.centered = False  # True: pixels in [-1, 1]; False: [0, 1]

@@ -54,11 +54,13 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config file {file} has no get_config() function")
+    config = module.get_config()
+  except ConfigError:
+    raise
   except Exception as e:
     raise ConfigError(f"config file {file} failed to load: {type(e).__name__}: {e}") from e
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {file} has no get_config() function")
-  config = module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() of {file} returned {type(config).__name__}, not a ConfigDict")
   return with_overrides(config, overrides)
@@ -189,14 +191,14 @@ def _run_train(args):
   from score_sde import checkpoints, train
 
   config = args.config
+  workdir = train.check_workdir(args.workdir)
   if config is None:  # resuming: the config saved with the checkpoints
-    workdir = train.check_workdir(args.workdir)
     config = checkpoints.TrainCheckpoints(workdir).saved_config()
     if config is None:
       raise ConfigError(f"--config is required: {args.workdir} holds no checkpoint to take the config from")
     config = with_overrides(config, args.config_overrides)
-  _log_to_file(args.workdir)
-  train.train(config, args.workdir)
+  _log_to_file(workdir)
+  train.train(config, workdir)
 
 
 def _add_model(p):
@@ -219,7 +221,7 @@ def _run_eval(args):
 
 def _add_sample(p):
   _add_model(p)
-  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...) and grid.png; "
+  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...; OUT.png shows the first 64); "
                  "a restarted command continues after the shards already there")
   p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
   p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
@@ -269,10 +271,14 @@ def _log_to_file(workdir: str) -> None:
   import logging
   import os
 
-  os.makedirs(workdir, exist_ok=True)
+  root = logging.getLogger()
+  for old in [h for h in root.handlers if getattr(h, "score_sde_workdir_log", False)]:
+    root.removeHandler(old)  # one log file at a time, when main() runs several times in one process
+    old.close()
   handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-  logging.getLogger().addHandler(handler)
+  handler.score_sde_workdir_log = True
+  root.addHandler(handler)
 
 
 COMMANDS: list[Command] = [

@@ -98,36 +98,39 @@ def test_flax_state_round_trip_and_bare_tree(tmp_path):
                                 np.testing.assert_array_equal(np.asarray(a), c)), tree, got, got_ema)
 
 
-def test_torch_ddpm_names_map_in_order(tmp_path):
-  """The port's DDPM state dict (its names and shapes, random values) converts, every tensor lands in the Flax
-  parameter of the same layer kind and inner name, and the port's module order follows the Flax call order."""
+@pytest.mark.parametrize('listing', ['torch_ddpm_keys', 'torch_ncsnpp_unconditional_keys'])
+def test_torch_state_dict_names_map_in_order(listing, tmp_path):
+  """A state dict with the port's names and shapes (random values) converts: every tensor lands in the Flax
+  parameter of the same inner name, the port's module order follows the Flax call order, and the EMA follows.
+  (DDPM; and an unconditional NCSN++, whose residual blocks have a Dense_0 in the port that nothing uses.)"""
   torch = pytest.importorskip('torch')
-  listing = json.loads((DATA / 'torch_ddpm_keys.json').read_text())
+  listing = json.loads((DATA / f'{listing}.json').read_text())
   config = ml_collections.ConfigDict(listing['config'])
   gen = torch.Generator().manual_seed(0)
   state = {k: torch.randn(*shape, generator=gen) for k, shape in listing['state_dict']}
-  trainable = [v for k, v in state.items() if not k.endswith('sigmas')]
-  torch.save({'model': state, 'ema': {'decay': 0.9999, 'num_updates': 1, 'shadow_params': [2 * v for v in trainable]},
-              'step': 1}, tmp_path / 'ddpm.pth')
-  params, params_ema = convert.convert(str(tmp_path / 'ddpm.pth'), config)
+  fourier = {'module.all_modules.0.W'} if config.model.embedding_type == 'fourier' else set()  # not trained
+  trainable = [k for k in state if not k.endswith('sigmas') and k not in fourier]
+  torch.save({'model': state, 'ema': {'decay': 0.999, 'num_updates': 1,
+                                      'shadow_params': [2 * state[k] for k in trainable]}}, tmp_path / 'ck.pth')
+  params, params_ema = convert.convert(str(tmp_path / 'ck.pth'), config)
 
   by_value = {}
   for key, value in state.items():
-    if not key.endswith('sigmas'):
-      value = value.numpy()
-      for candidate in {value.tobytes(), value.T.tobytes(), value.transpose(2, 3, 1, 0).tobytes()
-                        if value.ndim == 4 else b''}:
-        by_value[candidate] = key
-  leaf_names = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'W': 'W', 'b': 'b'}
-  index_of = {}
+    value = value.numpy()
+    for candidate in (value, value.T, value.transpose(2, 3, 1, 0) if value.ndim == 4 else value):
+      by_value[np.ascontiguousarray(candidate).tobytes()] = key
+  leaf_names = {'kernel': 'weight', 'weight': 'weight', 'scale': 'weight', 'bias': 'bias', 'W': 'W', 'b': 'b'}
+  index_of, used = {}, set()
   flat, flat_ema = flax.traverse_util.flatten_dict(params), flax.traverse_util.flatten_dict(params_ema)
-  assert len(flat) == len(trainable)
   for path, value in flat.items():
     key = by_value[np.ascontiguousarray(value).tobytes()]  # KeyError: a value not taken from the checkpoint
+    used.add(key)
     inner = key.split('.')[3:]  # module.all_modules.<i>.<inner...>
     assert inner == [*path[1:-1], leaf_names[path[-1]]], (path, key)
     index_of.setdefault(path[0], int(key.split('.')[2]))
-    np.testing.assert_array_equal(flat_ema[path], 2 * value)
+    np.testing.assert_array_equal(flat_ema[path], value if key in fourier else 2 * value)
+  unused = set(trainable) - used
+  assert all('.Dense_0.' in k for k in unused) and (len(unused) > 0) == (not config.model.conditional), unused
   for kind in {name.rsplit('_', 1)[0] for name in index_of}:
     order = sorted((int(name.rsplit('_', 1)[1]), i) for name, i in index_of.items() if name.rsplit('_', 1)[0] == kind)
     assert [i for _, i in order] == sorted(i for _, i in order), kind

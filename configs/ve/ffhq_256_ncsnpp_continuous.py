@@ -11,6 +11,7 @@ def get_config():
   config.training.continuous = True
   sampler(config, predictor='reverse_diffusion', corrector='langevin')
   config.data.dataset = 'FFHQ'
+  config.data.tfrecords_path = ''  # the dataset's TFRecord file, as the official code reads it
   config.data.image_size = 256
   config.model.sigma_max = 348.
   config.model.scale_by_sigma = True

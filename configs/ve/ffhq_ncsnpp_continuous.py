@@ -18,6 +18,7 @@ def get_config():
   config.eval.end_ckpt = 96
   config.eval.batch_size = 1024
   config.data.dataset = 'FFHQ'
+  config.data.tfrecords_path = ''  # the dataset's TFRecord file, as the official code reads it
   config.data.image_size = 1024
   model = config.model
   model.nf = 16

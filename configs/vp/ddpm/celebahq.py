@@ -11,6 +11,7 @@ def get_config():
   config.training.reduce_mean = True
   sampler(config, predictor='ancestral_sampling', corrector='none')
   config.data.dataset = 'CelebAHQ'
+  config.data.tfrecords_path = ''  # the dataset's TFRecord file, as the official code reads it
   config.data.centered = True
   config.model.scale_by_sigma = False
   config.model.num_scales = 1000
