@@ -198,6 +198,11 @@ def test_get_sampling_fn_follows_config():
                               corrector="ald")
     np.testing.assert_array_equal(x, 2 * ref)
     assert int(nfe) == int(ref_nfe) == 500 + 499
+    config.sampling.update({"method": "ode", "ode_method": "euler", "ode_steps": 200, "noise_removal": False})
+    x, nfe = get_sampling_fn(config, sde, (N_SAMPLES, 2))(jax.random.key(0), score_fn)
+    ref, _ = ode_sampler(jax.random.key(0), score_fn, sde, (N_SAMPLES, 2), method="euler", num_steps=200)
+    np.testing.assert_array_equal(x, ref)
+    assert int(nfe) == 200
     config.sampling.method = "sde"
     with pytest.raises(ValueError, match="config.sampling.method"):
         get_sampling_fn(config, sde, (N_SAMPLES, 2))

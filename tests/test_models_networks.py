@@ -231,6 +231,19 @@ def test_bfloat16_compute_float32_parameters_close_to_float32():
   assert 1e-4 < rel < 3e-2, rel
 
 
+@pytest.mark.parametrize('overrides, shape, message', [
+    (dict(name='ncsn++'), (1, 8, 8, 3), r"config.model.name='ncsn\+\+' is not a known network"),
+    (dict(progressive='skip'), (1, 8, 8, 3), r"config.model.progressive='skip' is not one of"),
+    (dict(dtype='float16'), (1, 8, 8, 3), r"config.model.dtype='float16' is not one of"),
+    (dict(nonlinearity='gelu'), (1, 8, 8, 3), r"config.model.nonlinearity='gelu'"),
+    (dict(ch_mult=(1, 2, 2, 2)), (1, 12, 12, 3), r"H and W must be divisible by 8"),
+])
+def test_bad_config_or_input_is_named(overrides, shape, message):
+  config = ncsnpp_config(**overrides)
+  with pytest.raises(ValueError, match=message):
+    jax.eval_shape(lambda: get_model(config).init(jax.random.PRNGKey(0), jnp.zeros(shape), jnp.ones((1,))))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The other networks
 
@@ -305,12 +318,8 @@ PAPER_CONFIGS = {
 
 @pytest.mark.parametrize('label', sorted(PAPER_CONFIGS))
 def test_parameter_count_of_paper_configs(label):
-  if label.startswith('CIFAR-10 classifier'):
-    config = cifar10_classifier_config()
-    size, channels = 32, 3
-  else:
-    config = load_config(f'configs/{label}.py')
-    size, channels = config.data.image_size, config.data.num_channels
+  config = cifar10_classifier_config() if label.startswith('CIFAR-10 classifier') else load_config(f'configs/{label}.py')
+  size, channels = config.data.image_size, config.data.num_channels
   shapes = jax.eval_shape(lambda: get_model(config).init(
       {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)}, jnp.zeros((1, size, size, channels)),
       jnp.ones((1,))))

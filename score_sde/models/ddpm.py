@@ -36,6 +36,7 @@ class DDPM(nn.Module):
     nf, ch_mult, num_res_blocks = m.nf, tuple(m.ch_mult), m.num_res_blocks
     attn_resolutions = tuple(m.attn_resolutions)
     num_resolutions = len(ch_mult)
+    layers.check_unet_input(x, num_resolutions)
     ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=m.dropout)
 
     if m.conditional:

@@ -43,6 +43,14 @@ def conv1x1(x, features, **kwargs):
   return ddpm_conv(x, features, 1, **kwargs)
 
 
+def check_unet_input(x, num_resolutions: int) -> None:
+  """A U-Net halves H and W ``num_resolutions - 1`` times: they must be divisible by 2 that many times."""
+  factor = 2 ** (num_resolutions - 1)
+  if x.ndim != 4 or x.shape[1] % factor or x.shape[2] % factor:
+    raise ValueError(f"images of shape {x.shape[1:]} (B, H, W, C expected): H and W must be divisible by "
+                     f"{factor} = 2 ** (len(config.model.ch_mult) - 1)")
+
+
 def group_norm(x, num_groups: int, epsilon: float = 1e-6):
   """Flax GroupNorm (``GroupNorm_<k>``), computing in the dtype of x (statistics in float32)."""
   return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=x.dtype)(x)

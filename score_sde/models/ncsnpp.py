@@ -65,6 +65,7 @@ class NCSNpp(nn.Module):
     skip_rescale, init_scale = m.skip_rescale, m.init_scale
     fir, fir_kernel = m.fir, tuple(m.fir_kernel)
     channels = x.shape[-1]
+    layers.check_unet_input(x, num_resolutions)
 
     # Noise-level / time embedding.
     if embedding_type == 'fourier':

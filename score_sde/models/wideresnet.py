@@ -123,11 +123,12 @@ class WideResnet(nn.Module):
 
 
 def cifar10_classifier_config() -> ml_collections.ConfigDict:
-  """The model section of the official CIFAR-10 classifier (WRN-28-10, 10 classes), for `get_model`."""
-  config = ml_collections.ConfigDict()
-  config.model = ml_collections.ConfigDict(dict(name='wideresnet_noise_conditional', blocks_per_group=4,
-                                                channel_multiplier=10, num_classes=10, dtype='float32'))
-  return config
+  """The config of the official CIFAR-10 classifier (WRN-28-10, 10 classes), for `get_model` and the converter."""
+  return ml_collections.ConfigDict({
+      'model': dict(name='wideresnet_noise_conditional', blocks_per_group=4, channel_multiplier=10, num_classes=10,
+                    dtype='float32'),
+      'data': dict(dataset='CIFAR10', image_size=32, num_channels=3),
+  })
 
 
 @register_model('wideresnet_noise_conditional')
