@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -92,7 +93,7 @@ def main():
 
   dtypes = ["float32"] if on_cpu else ["float32", "bfloat16"]
   devices = jax.local_devices()
-  lines = [f"# Training throughput ({' '.join(sys.argv)})", "",
+  lines = [f"# Training throughput (python {shlex.join(sys.argv)})", "",
            f"- machine: {cpu_model()}, {os.cpu_count()} CPUs; devices: {len(devices)} x {devices[0].device_kind} "
            f"({jax.default_backend()}); jax {jax.__version__}",
            "", "| config | params | batch | steps/call | dtype | compile s | images/s | peak GiB |",
