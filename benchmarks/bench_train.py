@@ -1,6 +1,7 @@
 """Training throughput (images/s) of the compiled data-parallel training step.
 
-    python benchmarks/bench_train.py [--batch-size N] [--calls N] [--out FILE]
+    python benchmarks/bench_train.py [--batch-size N] [--calls N] [--configs NAME ...] [--jitted-steps N ...]
+                                     [--out FILE]
 
 For the CIFAR-10 configs of NCSN++ (VE) and DDPM++ (VP) and the small digits config, with 1 and 5 steps
 per compiled call (config.training.n_jitted_steps), in float32 and, on a GPU or TPU, bfloat16 too. The
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -84,12 +86,14 @@ def main():
   parser.add_argument("--small-batch-size", type=int, default=64, help="global batch of the small config")
   parser.add_argument("--calls", type=int, default=3, help="timed calls after the compiling one")
   parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="names of CONFIGS to run")
+  parser.add_argument("--jitted-steps", nargs="*", type=int, default=[1, 5],
+                      help="values of config.training.n_jitted_steps to measure (default: 1 5)")
   parser.add_argument("--out", help="also write the table (markdown) to this file")
   args = parser.parse_args()
 
   dtypes = ["float32"] if on_cpu else ["float32", "bfloat16"]
   devices = jax.local_devices()
-  lines = [f"# Training throughput ({' '.join(sys.argv)})", "",
+  lines = [f"# Training throughput (python {shlex.join(sys.argv)})", "",
            f"- machine: {cpu_model()}, {os.cpu_count()} CPUs; devices: {len(devices)} x {devices[0].device_kind} "
            f"({jax.default_backend()}); jax {jax.__version__}",
            "", "| config | params | batch | steps/call | dtype | compile s | images/s | peak GiB |",
@@ -97,7 +101,7 @@ def main():
   print("\n".join(lines), flush=True)
   for name in args.configs:
     batch = args.small_batch_size if name.startswith("small") else args.batch_size
-    for n_steps in (1, 5):
+    for n_steps in args.jitted_steps:
       for dtype in dtypes:
         r = measure(CONFIGS[name], batch_size=batch, n_steps=n_steps, dtype=dtype, calls=args.calls)
         memory = "n/a" if r["memory_gib"] is None else f"{r['memory_gib']:.2f}"

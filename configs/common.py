@@ -36,6 +36,12 @@ def base_config() -> ml_collections.ConfigDict:
   sampling.noise_removal = True
   sampling.probability_flow = False
   sampling.snr = 0.16
+  # For sampling.method = 'ode' (the probability-flow ODE): the solver, RK45 (adaptive, with tolerances
+  # rtol and atol, as the paper) or a fixed-step one ('euler', 'heun') with ode_steps steps.
+  sampling.ode_method = 'RK45'
+  sampling.rtol = 1e-5
+  sampling.atol = 1e-5
+  sampling.ode_steps = None
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.begin_ckpt = 9

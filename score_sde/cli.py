@@ -191,14 +191,14 @@ def _run_train(args):
   from score_sde import checkpoints, train
 
   config = args.config
+  workdir = train.check_workdir(args.workdir)
   if config is None:  # resuming: the config saved with the checkpoints
-    workdir = train.check_workdir(args.workdir)
     config = checkpoints.TrainCheckpoints(workdir).saved_config()
     if config is None:
       raise ConfigError(f"--config is required: {args.workdir} holds no checkpoint to take the config from")
     config = with_overrides(config, args.config_overrides)
-  _log_to_file(args.workdir)
-  train.train(config, args.workdir)
+  _log_to_file(workdir)
+  train.train(config, workdir)
 
 
 def _add_model(p):
@@ -271,10 +271,14 @@ def _log_to_file(workdir: str) -> None:
   import logging
   import os
 
-  os.makedirs(workdir, exist_ok=True)
+  root = logging.getLogger()
+  for old in [h for h in root.handlers if getattr(h, "score_sde_workdir_log", False)]:
+    root.removeHandler(old)  # one log file at a time, when main() runs several times in one process
+    old.close()
   handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-  logging.getLogger().addHandler(handler)
+  handler.score_sde_workdir_log = True
+  root.addHandler(handler)
 
 
 COMMANDS: list[Command] = [

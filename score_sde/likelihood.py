@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import as_pytree, check_eps, constrain, in_auto_axes
+from score_sde.sampling._common import check_eps, constrain, in_auto_axes
 from score_sde.sampling.ode import check_method, integrate
+from score_sde.score import as_pytree
 from score_sde.sde import SDE, ScoreFn
 
 Array = jax.Array

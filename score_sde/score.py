@@ -69,8 +69,9 @@ def get_model_fn(model, variables: dict[str, Any], *, train: bool = False, dropo
     return Partial(_ModelApply(model, train), variables, dropout_key if train else None)
 
 
-def _as_pytree(fn: Callable) -> Partial:
-    """A callable as a pytree: Partials as they are, anything else as a leafless Partial (static)."""
+def as_pytree(fn: Callable) -> Partial:
+    """A callable as a pytree for jit: a Partial as it is (its leaves traced), else a leafless Partial whose
+    function is static (a jitted consumer then compiles once per function object)."""
     return fn if isinstance(fn, Partial) else Partial(fn)
 
 
@@ -114,4 +115,4 @@ def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> Partial:
     `continuous`: the network was trained in continuous time (config.training.continuous); otherwise it is
     one of the discrete SMLD (VE) or DDPM (VP) models conditioned on the noise-level index.
     """
-    return Partial(_NetworkScore(sde, bool(continuous)), _as_pytree(model_fn))
+    return Partial(_NetworkScore(sde, bool(continuous)), as_pytree(model_fn))

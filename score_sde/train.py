@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -203,7 +204,9 @@ def _check_same_model(saved, config, workdir):
     return
   now = json.loads(config.model.to_json())
   before = json.loads(saved.model.to_json()) if "model" in saved else {}
-  differ = sorted(k for k in set(now) | set(before) if k not in ("ema_rate", "dtype") and now.get(k) != before.get(k))
+  # Fields that change how the network is trained or run, not the shapes of its parameters.
+  free = ("ema_rate", "dtype", "dropout", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max")
+  differ = sorted(k for k in set(now) | set(before) if k not in free and now.get(k) != before.get(k))
   if differ:
     details = ", ".join(f"model.{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ)
     raise ValueError(f"workdir {workdir} holds checkpoints of a different network ({details}); "
@@ -222,7 +225,10 @@ class _Monitor:
 
     self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
     self.metrics = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1)
+    # Redraw often on a terminal, rarely into a log file (where every redraw is a line).
+    interval = 0.5 if sys.stderr.isatty() else 60
+    self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1,
+                         mininterval=interval)
 
   def scalars(self, step: int, **values):
     if not self.enabled:
@@ -293,7 +299,7 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
   eval_fn = make_eval_fn(eval_loss_fn, mesh=mesh) if eval_batch is not None else None
   batches = train_batches(start)
   monitor = _Monitor(workdir, start, n_iters, is_main)
-  last_saved = checkpoints.steps()[0][0] if checkpoints.steps() else None
+  last_saved = restored[0] if restored is not None else None
 
   def check(first_step: int, losses, grad_norms):
     """Raises TrainingDiverged at the first non-finite loss or gradient of a chunk."""
@@ -306,7 +312,7 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
                else "no checkpoint was saved")
       raise TrainingDiverged(f"training diverged at step {s}: loss {losses[bad[0]]}, gradient norm "
                              f"{grad_norms[bad[0]]} ({where}; restarting resumes from it)")
-    return losses
+    return losses, grad_norms
 
   step = start
   try:
@@ -314,18 +320,18 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
       n = min(chunk, n_iters - step)
       host = np.stack([next(batches) for _ in range(n)])
       state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
-      losses = check(step, losses, grad_norms)
+      losses, grad_norms = check(step, losses, grad_norms)
       before, step = step, step + n
       monitor.advance(n)
-      for i, loss in enumerate(losses):  # log every step of the chunk that falls on log_freq
+      for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms)):  # the chunk's steps on log_freq
         if (before + i + 1) % max(1, training.log_freq) == 0:
-          monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(to_host(grad_norms)[i]))
+          monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(grad_norm))
 
       if eval_fn is not None and _crossed(before, step, training.eval_freq):
         rows = eval_batch(step)
         x, mask = parallel.put_batch((rows, np.ones(len(rows), bool)), mesh, batch_size)
         key = jax.random.fold_in(stream_key(config, _EVAL), step)
-        total, count = eval_fn(state.params, key, x, mask)
+        total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
         monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
 
       kinds = [kind for kind, freq in ((ckpt_lib.PERIODIC, training.snapshot_freq),
@@ -376,6 +382,7 @@ def train(config, workdir: str) -> TrainState:
   from score_sde import data as data_lib
   from score_sde import models
 
+  parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
   model = models.get_model(config)
   train_source = data_lib.get_source(config, "train")
   test_source = data_lib.get_source(config, "test")
@@ -459,6 +466,10 @@ def _result_dir(model_path: str, out) -> str:
   raise ValueError(f"--out is required: {model_path} is not a training workdir")
 
 
+def _named(stem: str, step) -> str:
+  return f"{stem}.json" if step is None else f"{stem}_{step}.json"
+
+
 def _write_json(path: str, record: dict) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
@@ -469,7 +480,7 @@ def _write_json(path: str, record: dict) -> None:
 
 def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
   """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
-  Written to OUT/loss_<step>.json. Returns {"loss", "count", "step"}."""
+  Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step). Returns {"loss", "count", "step"}."""
   from score_sde import data as data_lib
 
   model, params, config, step = load_for_eval(model_path, overrides)
@@ -486,7 +497,7 @@ def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
     total, count = total + float(to_host(s)), count + int(to_host(n))
   result = {"loss": total / count, "count": count, "step": step}
   if jax.process_index() == 0:
-    _write_json(os.path.join(_result_dir(model_path, out), f"loss_{step}.json"), result)
+    _write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
   return result
 
 
@@ -513,6 +524,9 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
       raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
   if jax.process_index() == 0:
     _write_json(meta_path, {**meta, "num_samples": num_samples})
+    for name in os.listdir(out):  # left by a killed run
+      if ".npz.tmp" in name:
+        os.remove(os.path.join(out, name))
 
   mesh = parallel.data_mesh()
   sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
@@ -568,7 +582,7 @@ def evaluate_bpd(model_path: str, *, overrides=(), split=None, num_batches=None,
   result = {"bpd": float(bpds.mean()), "bpd_stderr": float(bpds.std(ddof=1) / np.sqrt(len(bpds))) if len(bpds) > 1 else 0.0,
             "count": int(len(bpds)), "split": split, "step": step}
   if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
-    _write_json(os.path.join(_result_dir(model_path, out), f"bpd_{split}_{step}.json"), result)
+    _write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
   return result
 
 
@@ -586,9 +600,11 @@ def _gather(x) -> np.ndarray:
 
 
 def _save_npz(path: str, **arrays) -> None:
-  """np.savez, atomically: a kill leaves either no file or the complete one."""
-  tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
+  """np.savez, atomically: a kill leaves no file or the complete one (and maybe a PATH.tmp* file, which
+  `sample_to_shards` removes and readers of *.npz ignore)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
   os.replace(tmp, path)
 
 
@@ -603,12 +619,13 @@ def _progress(total: int, unit: str):
 
 
 QUICKSTART_CONFIG = "configs/small/digits.py"
+QUICKSTART_BPD_BATCHES = 2  # 128 of the 297 test digits: the ODE likelihood is the slowest part on a CPU
 
 
 def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
   """Trains the small digits model (configs/small/digits.py), samples a grid with the PC sampler
   (reverse diffusion + Langevin) and one with the probability-flow ODE (RK45), and computes bits/dim on
-  the test split. Everything lands in ``workdir``; rerunning resumes / reuses what is there."""
+  128 images of the test split. Everything lands in ``workdir``; rerunning resumes / reuses what is there."""
   from score_sde import cli
 
   config = cli.load_config(QUICKSTART_CONFIG, overrides)
@@ -625,7 +642,7 @@ def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
     results[f"{name}_grid"] = _grid_path(os.path.join(workdir, f"samples_{name}"))
     results[f"{name}_seconds"] = round(time.time() - t0, 1)
   t0 = time.time()
-  bpd = evaluate_bpd(workdir, overrides=overrides, split="test")
+  bpd = evaluate_bpd(workdir, overrides=overrides, split="test", num_batches=QUICKSTART_BPD_BATCHES)
   results.update(bpd=bpd["bpd"], bpd_stderr=bpd["bpd_stderr"], bpd_seconds=round(time.time() - t0, 1))
   if jax.process_index() == 0:
     print(f"\nquickstart results in {os.path.abspath(workdir)}:\n"

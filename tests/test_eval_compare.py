@@ -3,6 +3,7 @@
 killed in the middle that resumes to the same table as an uninterrupted one."""
 
 import csv
+import json
 import os
 
 import jax
@@ -157,9 +158,12 @@ def test_run_compare_from_checkpoint(tmp_path):
         meta = {"sha256": "pixels", "source": "pixels", "source_sha256": "pixels", "has_logits": False}
 
     out = str(tmp_path / "cmp")
-    kw = dict(samplers=["pc:euler_maruyama:none"], steps=[2], num_samples=8, batch_size=8, extractor=Features())
+    kw = dict(samplers=["pc:euler_maruyama:none"], steps=[2], num_samples=8, batch_size=8, extractor=Features(),
+              overrides=["sampling.noise_removal=False"])
     rows = commands.run_compare(str(tmp_path / "ckpt"), out, **kw)
     assert len(rows) == 1 and rows[0]["nfe"] == 2 and rows[0]["num_samples"] == 8
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["sampler_options"] == {"snr": 0.16, "n_steps_each": 1, "noise_removal": False}  # the override
     ref, record = stats.load_stats(os.path.join(out, "reference_train.npz"))
     assert ref.n == 20 and record["split"] == "train" and record["image_size"] == 8
     np.testing.assert_allclose(ref.mu, data.reshape(20, -1).mean(0) / 255.0, rtol=1e-6)

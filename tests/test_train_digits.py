@@ -46,20 +46,29 @@ def _train_and_sample(config, workdir, num_samples):
 
 @pytest.mark.parametrize("dataset", ["digits", "MNIST"])
 def test_small_model_learns_the_data(tmp_path, dataset):
-  overrides = ["training.n_iters=300", "training.log_freq=1", "training.eval_freq=0",
+  overrides = ["training.n_iters=300", "training.log_freq=1", "training.eval_freq=100",
                "training.snapshot_freq=300", "training.snapshot_freq_for_preemption=0",
-               "sampling.method=ode", "sampling.noise_removal=true"]
+               "training.snapshot_sampling=true",
+               "sampling.predictor=euler_maruyama", "sampling.corrector=none", "model.num_scales=100"]
   if dataset == "MNIST":
     mnist = SHARED / "mnist" / "mnist_reconstructed.npz"
     if not mnist.exists():
       pytest.skip(f"MNIST not present at {mnist}")
-    overrides += ["data.dataset=MNIST", f"data.path={mnist}", "data.image_size=28", "model.ch_mult=1,2,2",
+    # Resized to 16x16 (bilinear), which keeps the digits and a CPU budget: 28x28 costs three times more.
+    overrides += ["data.dataset=MNIST", f"data.path={mnist}", "data.image_size=16", "model.ch_mult=1,2,2",
                   "training.batch_size=32"]
   config = load_config("configs/small/digits.py", overrides)
   images, nfe = _train_and_sample(config, tmp_path, num_samples=64)
 
-  # The loss: the mean over the last 50 steps is below a third of the mean over the first 10. (Measured:
-  # about 1.0 at the start, FILL at step 300; a per-step value varies by ~20% with t, hence the means.)
+  # The loss: the mean over the last 50 steps is below a third of the mean over the first 10. Measured
+  # (8 devices, seed 42): 0.98 -> 0.11 on the digits, 0.98 -> 0.05 on MNIST at 16x16; one step's value
+  # varies by ~20% with the random times t, hence the means.
+  # Monitoring: a sample grid at the snapshot, TensorBoard events, the test loss every 100 steps.
+  assert (tmp_path / "samples" / "step_300.png").is_file()
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
+  with open(tmp_path / "metrics.jsonl") as f:
+    assert [r["step"] for r in map(json.loads, f) if "eval_loss" in r] == [100, 200, 300]
+
   losses = _losses(tmp_path)
   assert len(losses) == 300
   first, last = np.mean(losses[:10]), np.mean(losses[-50:])
@@ -67,7 +76,9 @@ def test_small_model_learns_the_data(tmp_path, dataset):
 
   # The samples: squared MMD to held-out test images. Reference points: real training images (as close
   # as a perfect model gets, up to sampling noise) and uniform noise images (a model that learnt
-  # nothing). The samples must close at least 3/4 of the gap from noise to real data.
+  # nothing). The samples must close at least 3/4 of the gap from noise to real data. Measured on the
+  # digits: real 0.008, noise 0.37, samples 0.019 (bound 0.099); MNIST 16x16: 0.013, 0.65, 0.070 (0.17).
+  # (A first version with EMA 0.999, an average lagging far behind after 300 steps, scored 0.33: failed.)
   global BANDWIDTH
   test = data_lib.get_source(config, "test")
   held_out = np.stack([test[i][0] for i in range(min(len(test), 256))]).reshape(-1, images[0].size) / 255.0

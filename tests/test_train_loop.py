@@ -70,14 +70,14 @@ def run(config, workdir, devices=None, loss_fn=ve_loss):
                             mesh=parallel.data_mesh(devices))
 
 
-def losses_by_step(workdir):
-  """The last logged loss of each step (a resumed run logs again the steps after its checkpoint)."""
+def losses_by_step(workdir, key="loss"):
+  """The last logged loss (or ``key``) of each step (a resumed run logs again the steps after its checkpoint)."""
   out = {}
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     for line in f:
       record = json.loads(line)
-      if "loss" in record:
-        out[record["step"]] = record["loss"]
+      if key in record:
+        out[record["step"]] = record[key]
   return out
 
 
@@ -101,6 +101,10 @@ def test_eight_devices_equal_one(tmp_path):
   l1, l8 = losses_by_step(tmp_path / "one"), losses_by_step(tmp_path / "eight")
   assert sorted(l1) == list(range(1, 13))
   np.testing.assert_allclose([l1[s] for s in l1], [l8[s] for s in l1], rtol=1e-4)
+  # Adam is blind to a constant factor on the gradient (and clipping hides it), so the parameters alone
+  # would not catch a sum over devices instead of a mean: the gradient norms do.
+  g1, g8 = losses_by_step(tmp_path / "one", "grad_norm"), losses_by_step(tmp_path / "eight", "grad_norm")
+  np.testing.assert_allclose([g1[s] for s in g1], [g8[s] for s in g1], rtol=1e-4)
 
 
 def test_update_rule_matches_definition(tmp_path):

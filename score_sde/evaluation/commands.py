@@ -119,17 +119,18 @@ def run_fid(a: str, b: str, *, weights: str | None = None, batch_size: int = 200
 def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[int],
                 tolerances: list[float] = (1e-5,), num_samples: int = 10000, batch_size: int = 500,
                 ref_stats: str | None = None, weights: str | None = None, ema: bool = True, seed: int = 0,
-                fid_batch_size: int = 200, extractor=None) -> list[dict]:
+                fid_batch_size: int = 200, overrides: list[str] = (), extractor=None) -> list[dict]:
     """``compare CHECKPOINT OUT --samplers ... --steps ...``: for a model checkpoint, every sampler at
     every step count (adaptive ODE methods at every tolerance) -> ``num_samples`` samples each, FID and
     KID against the reference statistics, ``OUT/results.csv``, ``OUT/fid_vs_nfe.png`` and a sample grid
     per setting. Reference statistics: REF_STATS if given and present, else computed (and cached there,
     default ``OUT/reference_train.npz``) from the training split of the checkpoint's dataset. A killed
-    run, restarted with the same arguments, resumes where it stopped. ``extractor`` replaces the
-    Inception network (tests)."""
+    run, restarted with the same arguments, resumes where it stopped. ``overrides``: "a.b=value" for
+    the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
+    ``extractor`` replaces the Inception network (tests)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from score_sde import checkpoints, data, models, score as score_lib, sde as sde_lib
+    from score_sde import checkpoints, cli, data, models, score as score_lib, sde as sde_lib
     from score_sde.evaluation import compare as compare_lib
 
     n_dev = jax.device_count()
@@ -139,6 +140,7 @@ def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[i
     sharding = NamedSharding(mesh, PartitionSpec("batch")) if batch_size % n_dev == 0 else None
 
     params, params_ema, config = checkpoints.load_model(checkpoint)
+    config = cli.with_overrides(config, overrides)
     variables = {"params": params_ema if ema else params}
     if sharding is not None:
         variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
@@ -171,8 +173,8 @@ def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[i
         score_fn, sde, settings, out, image_shape=(int(d.image_size), int(d.image_size), int(d.num_channels)),
         num_samples=num_samples, batch_size=batch_size, extractor=extractor, reference=reference,
         to_unit=data.get_data_inverse_scaler(config), seed=seed, sampler_options=options, sharding=sharding,
-        manifest={"checkpoint": os.path.abspath(checkpoint), "ema": ema, "reference": os.path.abspath(ref_stats),
-                  "reference_images": reference.n}, progress=progress)
+        manifest={"checkpoint": os.path.abspath(checkpoint), "ema": ema, "overrides": list(overrides),
+                  "reference": os.path.abspath(ref_stats), "reference_images": reference.n}, progress=progress)
     bar.close()
     for r in rows:
         kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f}"

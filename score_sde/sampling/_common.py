@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-from jax.tree_util import Partial
-
 from score_sde.sde import SDE
 
 Array = jax.Array
@@ -31,11 +29,6 @@ class Counted:
             raise ValueError(f"{self.name} returned shape {jax.tree.map(lambda a: a.shape, out)} "
                              f"for input of shape {jax.tree.map(lambda a: a.shape, x)}")
         return out
-
-
-def as_pytree(fn: Callable) -> Partial:
-    """A callable as a pytree for jit: a Partial as it is (its leaves traced), else a leafless Partial."""
-    return fn if isinstance(fn, Partial) else Partial(fn)
 
 
 def check_eps(eps: float, sde: SDE) -> float:
@@ -73,10 +66,10 @@ def constrain(x: Array, sharding) -> Array:
 
 
 def in_auto_axes(fn: Callable, sharding, y0, *batched):
-    """fn(y0, *batched) -> (y1 shaped like y0, scalar), run with the mesh's axes in Auto mode when `sharding` is over an
-    Explicit mesh: for code (diffrax's solvers) that allocates loop buffers without sharding types. The
-    leaves of y0, `batched` and y1 have the batch first (sharded arrays must be passed in, not closed over);
-    y1 comes back batch-sharded, the scalar replicated."""
+    """fn(y0, *batched) -> (y1 shaped like y0, scalar), with the mesh's axes in Auto mode when `sharding` is
+    over an Explicit mesh: for code (diffrax's solvers) that allocates loop buffers without sharding types.
+    The leaves of y0, `batched` and y1 have the batch first (sharded arrays must be passed in, not closed
+    over); y1 comes back batch-sharded, the scalar replicated."""
     if sharding is None or not _is_explicit(sharding):
         return fn(y0, *batched)
     mesh, batch_spec = sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[:1])

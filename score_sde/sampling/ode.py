@@ -13,8 +13,9 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from score_sde.sampling._common import Counted, as_pytree, check_eps, check_shape, constrain, in_auto_axes
+from score_sde.sampling._common import Counted, check_eps, check_shape, constrain, in_auto_axes
 from score_sde.sampling.predictors import reverse_diffusion
+from score_sde.score import as_pytree
 from score_sde.sde import SDE, ScoreFn
 
 Array = jax.Array

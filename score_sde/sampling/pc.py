@@ -7,9 +7,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from score_sde.sampling._common import Counted, as_pytree, check_eps, check_shape, constrain
+from score_sde.sampling._common import Counted, check_eps, check_shape, constrain
 from score_sde.sampling.correctors import get_corrector
 from score_sde.sampling.predictors import get_predictor
+from score_sde.score import as_pytree
 from score_sde.sde import SDE, ScoreFn
 
 Array = jax.Array
@@ -37,7 +38,8 @@ def pc_sampler(
     last predictor step (from t = eps) is not followed by correctors. (The official code runs the correctors
     before the predictor at the same t_i, which adds correctors on the prior sample at t = T.)
     `denoise`: return the last step's mean, without its noise. `eps` defaults to `sde.sampling_eps`.
-    `sharding`: a jax.sharding.Sharding for x; the samples are the same as without it.
+    `sharding`: a NamedSharding of the batch (over an Explicit mesh, call inside `jax.set_mesh(mesh)`); the
+    samples are the same as without it.
 
     Jitted; score_fn is an argument (a `Partial` from score_sde.score keeps network weights out of the
     compiled code). Returns (samples (B, ...), nfe): the score evaluations made, counted as they run.
