@@ -20,9 +20,9 @@ the minimum over repeats after one compiling call; a sampler and its score-only 
 from __future__ import annotations
 
 import argparse
-import platform
 import functools
 import os
+import platform
 import time
 
 import flax.linen as nn
@@ -78,9 +78,11 @@ def _machine() -> str:
     except (OSError, StopIteration):
         pass
     dev = jax.devices()[0]
-    return (f"CPU: {cpu} ({jax.local_device_count()} JAX device(s), {platform.machine()}); "
-            f"JAX device: {dev.device_kind} ({dev.platform}); jax {jax.__version__}; "
-            f"load average {os.getloadavg()[0]:.1f} at the start")
+    return (
+        f"CPU: {cpu} ({jax.local_device_count()} JAX device(s), {platform.machine()}); "
+        f"JAX device: {dev.device_kind} ({dev.platform}); jax {jax.__version__}; "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
 
 
 def main():
@@ -112,16 +114,21 @@ def main():
     key = jax.random.key(2)
     samplers = {
         "PC reverse_diffusion + langevin": lambda: pc_sampler(key, score_fn, sde, shape),
-        "PC euler_maruyama + none": lambda: pc_sampler(key, score_fn, sde, shape, predictor="euler_maruyama",
-                                                       corrector="none"),
-        "PC ancestral_sampling + none": lambda: pc_sampler(key, score_fn, sde, shape,
-                                                           predictor="ancestral_sampling", corrector="none"),
-        "PC none + ald (n_steps=2)": lambda: pc_sampler(key, score_fn, sde, shape, predictor="none",
-                                                        corrector="ald", n_steps=2),
-        f"ODE euler ({args.steps} steps)": lambda: ode_sampler(key, score_fn, sde, shape, method="euler",
-                                                               num_steps=args.steps),
-        f"ODE heun ({args.steps} steps)": lambda: ode_sampler(key, score_fn, sde, shape, method="heun",
-                                                              num_steps=args.steps),
+        "PC euler_maruyama + none": lambda: pc_sampler(
+            key, score_fn, sde, shape, predictor="euler_maruyama", corrector="none"
+        ),
+        "PC ancestral_sampling + none": lambda: pc_sampler(
+            key, score_fn, sde, shape, predictor="ancestral_sampling", corrector="none"
+        ),
+        "PC none + ald (n_steps=2)": lambda: pc_sampler(
+            key, score_fn, sde, shape, predictor="none", corrector="ald", n_steps=2
+        ),
+        f"ODE euler ({args.steps} steps)": lambda: ode_sampler(
+            key, score_fn, sde, shape, method="euler", num_steps=args.steps
+        ),
+        f"ODE heun ({args.steps} steps)": lambda: ode_sampler(
+            key, score_fn, sde, shape, method="heun", num_steps=args.steps
+        ),
         "ODE RK45 (diffrax, rtol=atol=1e-5)": lambda: ode_sampler(key, score_fn, sde, shape, method="RK45"),
     }
     lines = [
@@ -135,17 +142,21 @@ def main():
     for name, run in samplers.items():
         nfe = int(run()[1])
         (cpu, wall, _), (loop_cpu, _, _) = _min_times([run, lambda: score_loop(score_fn, x, nfe)], args.repeats)
-        lines.append(f"| {name} | {nfe} | {cpu / nfe * 1e3:.2f} | {cpu / nfe / bare_cpu:.3f} | "
-                     f"{cpu / loop_cpu:.3f} | {wall / nfe * 1e3:.2f} | {wall / nfe / bare_wall:.3f} |")
+        lines.append(
+            f"| {name} | {nfe} | {cpu / nfe * 1e3:.2f} | {cpu / nfe / bare_cpu:.3f} | "
+            f"{cpu / loop_cpu:.3f} | {wall / nfe * 1e3:.2f} | {wall / nfe / bare_wall:.3f} |"
+        )
 
     # Adaptive RK45: diffrax on the device vs scipy on the host, same drift, tolerances and noise.
     z = sde.prior_sampling(jax.random.key(3), shape)
     drift = jax.jit(lambda s, x, t: sde.reverse(s, probability_flow=True).sde(x, jnp.full((shape[0],), t))[0])
     fun = lambda t, y: np.asarray(drift(score_fn, jnp.asarray(y, jnp.float32).reshape(shape), t), np.float64).ravel()
-    solve = lambda: scipy.integrate.solve_ivp(fun, (sde.T, sde.sampling_eps), np.asarray(z, np.float64).ravel(),
-                                              method="RK45", rtol=1e-5, atol=1e-5)
+    solve = lambda: scipy.integrate.solve_ivp(
+        fun, (sde.T, sde.sampling_eps), np.asarray(z, np.float64).ravel(), method="RK45", rtol=1e-5, atol=1e-5
+    )
     (dx_cpu, dx_wall, (x_dx, nfe_dx)), (sp_cpu, sp_wall, sol) = _min_times(
-        [lambda: ode_sampler(key, score_fn, sde, shape, z=z), solve], args.repeats)
+        [lambda: ode_sampler(key, score_fn, sde, shape, z=z), solve], args.repeats
+    )
     x_sp = sol.y[:, -1].reshape(shape)
     rel = float(np.linalg.norm(np.asarray(x_dx) - x_sp) / np.linalg.norm(x_sp))
     lines += [

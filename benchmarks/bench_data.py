@@ -35,16 +35,28 @@ CIFAR_ZIP = SHARED / "cifar10" / "YoongiKim_CIFAR-10-images_jpg.zip"
 
 
 def config(dataset, image_size, num_channels, batch, dequantize=False, **fields):
-    return ml_collections.ConfigDict(dict(
-        seed=0, training=dict(batch_size=batch),
-        data=dict(dataset=dataset, image_size=image_size, num_channels=num_channels, centered=True,
-                  random_flip=True, uniform_dequantization=dequantize, **fields)))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            training=dict(batch_size=batch),
+            data=dict(
+                dataset=dataset,
+                image_size=image_size,
+                num_channels=num_channels,
+                centered=True,
+                random_flip=True,
+                uniform_dequantization=dequantize,
+                **fields,
+            ),
+        )
+    )
 
 
 def measure(source, cfg, steps, prefetch, step_s):
     """(images per second of wall time, CPU microseconds of this process per image)."""
-    it = data.train_batches(source, cfg, prefetch=prefetch, num_threads=2, process_index=0, process_count=1,
-                            num_devices=1)
+    it = data.train_batches(
+        source, cfg, prefetch=prefetch, num_threads=2, process_index=0, process_count=1, num_devices=1
+    )
     next(it)  # start-up (thread pool, first batch) is not counted
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -56,12 +68,17 @@ def measure(source, cfg, steps, prefetch, step_s):
 
 
 def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     import PIL
-    return (f"CPU: {cpu}, {os.cpu_count()} logical cores; jax {jax.__version__} ({jax.devices()[0].device_kind}); "
-            f"grain {getattr(grain, '__version__', '?')}, numpy {np.__version__}, Pillow {PIL.__version__}; "
-            f"python {platform.python_version()}; load average at start {os.getloadavg()[0]:.1f}")
+
+    return (
+        f"CPU: {cpu}, {os.cpu_count()} logical cores; jax {jax.__version__} ({jax.devices()[0].device_kind}); "
+        f"grain {getattr(grain, '__version__', '?')}, numpy {np.__version__}, Pillow {PIL.__version__}; "
+        f"python {platform.python_version()}; load average at start {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main():
@@ -69,32 +86,56 @@ def main():
     parser.add_argument("--batch", type=int, default=128, help="global batch size (one process)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--step-ms", type=float, default=20.0, help="simulated training step, milliseconds")
-    parser.add_argument("--cifar-zip", type=pathlib.Path, default=CIFAR_ZIP,
-                        help="the CIFAR-10 JPEG zip (train/<class>/NNNN.jpg); rows skipped if absent")
+    parser.add_argument(
+        "--cifar-zip",
+        type=pathlib.Path,
+        default=CIFAR_ZIP,
+        help="the CIFAR-10 JPEG zip (train/<class>/NNNN.jpg); rows skipped if absent",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         rng = np.random.default_rng(0)
-        np.savez(tmp / "cifar_like.npz", x_train=rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
-                 y_train=rng.integers(0, 10, 50000))
-        rows = [("npz in memory, 32x32x3 (50,000 synthetic)", config("npz", 32, 3, args.batch, path=str(tmp / "cifar_like.npz"))),
-                ("  same, with uniform dequantisation", config("npz", 32, 3, args.batch, True, path=str(tmp / "cifar_like.npz")))]
+        np.savez(
+            tmp / "cifar_like.npz",
+            x_train=rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
+            y_train=rng.integers(0, 10, 50000),
+        )
+        rows = [
+            (
+                "npz in memory, 32x32x3 (50,000 synthetic)",
+                config("npz", 32, 3, args.batch, path=str(tmp / "cifar_like.npz")),
+            ),
+            (
+                "  same, with uniform dequantisation",
+                config("npz", 32, 3, args.batch, True, path=str(tmp / "cifar_like.npz")),
+            ),
+        ]
         if args.cifar_zip.exists():
             with zipfile.ZipFile(args.cifar_zip) as archive:
                 archive.extractall(tmp / "cifar10", [n for n in archive.namelist() if n.startswith("train/")])
-            rows += [("CIFAR-10 JPEG folder, 32x32x3 (50,000 files)", config("folder", 32, 3, args.batch, path=str(tmp / "cifar10"))),
-                     ("CIFAR-10 JPEG zip, read in place", config("folder", 32, 3, args.batch, path=str(args.cifar_zip)))]
-        rows += [("digits 8x8x1 (1,500)", config("digits", 8, 1, args.batch)),
-                 ("digits resized to 32x32x1", config("digits", 32, 1, args.batch))]
+            rows += [
+                (
+                    "CIFAR-10 JPEG folder, 32x32x3 (50,000 files)",
+                    config("folder", 32, 3, args.batch, path=str(tmp / "cifar10")),
+                ),
+                ("CIFAR-10 JPEG zip, read in place", config("folder", 32, 3, args.batch, path=str(args.cifar_zip))),
+            ]
+        rows += [
+            ("digits 8x8x1 (1,500)", config("digits", 8, 1, args.batch)),
+            ("digits resized to 32x32x1", config("digits", 32, 1, args.batch)),
+        ]
 
         print(machine())
         print(f"global batch {args.batch}, {args.steps} timed steps per cell, simulated step {args.step_ms:g} ms\n")
         step_s = args.step_ms / 1000
         ideal = args.batch / step_s
         print("images/s (wall); CPU us/image is this process's CPU time per image, without prefetch\n")
-        print(f"| source | CPU us/image | prefetch 0 | prefetch 4, 2 threads | + step, prefetch 0 "
-              f"| + step, prefetch 4 (ideal {ideal:,.0f}) |")
+        print(
+            f"| source | CPU us/image | prefetch 0 | prefetch 4, 2 threads | + step, prefetch 0 "
+            f"| + step, prefetch 4 (ideal {ideal:,.0f}) |"
+        )
         print("|---|---:|---:|---:|---:|---:|")
         for name, cfg in rows:
             source = data.get_source(cfg, "train")

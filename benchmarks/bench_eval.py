@@ -95,12 +95,18 @@ def main():
         ("batch size (all devices)", str(b)),
         ("image size", f"{size}x{size}x3 uint8 -> 299x299"),
         ("compile + first batch", f"{compile_s:.1f} s"),
-        (f"feature extraction, {args.reference_images} images", f"{args.reference_images / throughput_s:.2f} images/s "
-         f"({throughput_cpu / args.reference_images:.3f} CPU-s per image)"),
-        (f"end-to-end FID, {args.num_images} images", f"{features_s + frechet_s:.1f} s "
-         f"(features + running stats {features_s:.1f} s = {args.num_images / features_s:.2f} images/s, "
-         f"{features_cpu / args.num_images:.3f} CPU-s per image; "
-         f"Fréchet distance {frechet_s:.1f} s)"),
+        (
+            f"feature extraction, {args.reference_images} images",
+            f"{args.reference_images / throughput_s:.2f} images/s "
+            f"({throughput_cpu / args.reference_images:.3f} CPU-s per image)",
+        ),
+        (
+            f"end-to-end FID, {args.num_images} images",
+            f"{features_s + frechet_s:.1f} s "
+            f"(features + running stats {features_s:.1f} s = {args.num_images / features_s:.2f} images/s, "
+            f"{features_cpu / args.num_images:.3f} CPU-s per image; "
+            f"Fréchet distance {frechet_s:.1f} s)",
+        ),
         (f"KID, {args.num_images} vs {args.reference_images} features, 100 subsets", f"{kid_s:.1f} s"),
         ("values (random images; timing only)", f"FID {fid:.2f}, KID {kid:.4f}"),
     ]

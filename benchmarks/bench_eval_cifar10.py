@@ -31,14 +31,30 @@ def main():
     p.add_argument("--batch-size", type=int, default=500)
     args = p.parse_args()
 
-    config = ml_collections.ConfigDict({"seed": 0, "data": {
-        "dataset": "folder", "path": os.path.abspath(args.zip), "image_size": 32, "num_channels": 3,
-        "centered": False, "random_flip": False, "uniform_dequantization": False}})
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "data": {
+                "dataset": "folder",
+                "path": os.path.abspath(args.zip),
+                "image_size": 32,
+                "num_channels": 3,
+                "centered": False,
+                "random_flip": False,
+                "uniform_dequantization": False,
+            },
+        }
+    )
     times, stats = {}, {}
     for split in ("train", "test"):
         t = time.perf_counter()
-        stats[split] = commands.run_fid_stats(os.path.join(args.cache, f"cifar10_jpeg_{split}.npz"), config=config,
-                                              split=split, weights=args.weights, batch_size=args.batch_size)
+        stats[split] = commands.run_fid_stats(
+            os.path.join(args.cache, f"cifar10_jpeg_{split}.npz"),
+            config=config,
+            split=split,
+            weights=args.weights,
+            batch_size=args.batch_size,
+        )
         times[split] = time.perf_counter() - t
     t = time.perf_counter()
     fid = metrics.frechet_distance(stats["train"].mu, stats["train"].sigma, stats["test"].mu, stats["test"].sigma)
@@ -48,13 +64,17 @@ def main():
     kid_s = time.perf_counter() - t
 
     dev = jax.devices()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"devices: {len(dev)} x {dev[0].device_kind}; jax {jax.__version__}; batch {args.batch_size}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"devices: {len(dev)} x {dev[0].device_kind}; jax {jax.__version__}; batch {args.batch_size}"
+    )
     print("| quantity | value |\n|---|---|")
     for split in ("train", "test"):
         n = stats[split].n
-        print(f"| statistics of {split} ({n} images) | {times[split]:.1f} s ({n / times[split]:.0f} images/s; "
-              "0 s if cached) |")
+        print(
+            f"| statistics of {split} ({n} images) | {times[split]:.1f} s ({n / times[split]:.0f} images/s; "
+            "0 s if cached) |"
+        )
     print(f"| FID train vs test | {fid:.4f} ({fid_s:.1f} s) |")
     print(f"| KID train vs test (100 subsets of 1000) | {kid:.6f} ({kid_s:.1f} s) |")
 

@@ -10,147 +10,148 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """All fields, with the values of the official CIFAR-10 defaults."""
-  config = ml_collections.ConfigDict()
-  config.seed = 42
+    """All fields, with the values of the official CIFAR-10 defaults."""
+    config = ml_collections.ConfigDict()
+    config.seed = 42
 
-  config.training = training = ml_collections.ConfigDict()
-  training.batch_size = 128
-  training.n_iters = 1300001
-  training.snapshot_freq = 50000
-  training.log_freq = 50
-  training.eval_freq = 100
-  training.snapshot_freq_for_preemption = 10000  # extra checkpoints that a preempted run resumes from
-  training.snapshot_sampling = True  # sample a grid at each snapshot
-  training.sde = 'vesde'
-  training.continuous = True
-  training.likelihood_weighting = False
-  training.reduce_mean = False
-  training.n_jitted_steps = 5
+    config.training = training = ml_collections.ConfigDict()
+    training.batch_size = 128
+    training.n_iters = 1300001
+    training.snapshot_freq = 50000
+    training.log_freq = 50
+    training.eval_freq = 100
+    training.snapshot_freq_for_preemption = 10000  # extra checkpoints that a preempted run resumes from
+    training.snapshot_sampling = True  # sample a grid at each snapshot
+    training.sde = "vesde"
+    training.continuous = True
+    training.likelihood_weighting = False
+    training.reduce_mean = False
+    training.n_jitted_steps = 5
 
-  config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = 'pc'
-  sampling.predictor = 'reverse_diffusion'
-  sampling.corrector = 'langevin'
-  sampling.n_steps_each = 1
-  sampling.noise_removal = True
-  sampling.probability_flow = False
-  sampling.snr = 0.16
-  # For sampling.method = 'ode' (the probability-flow ODE): the solver, RK45 (adaptive, with tolerances
-  # rtol and atol, as the paper) or a fixed-step one ('euler', 'heun') with ode_steps steps.
-  sampling.ode_method = 'RK45'
-  sampling.rtol = 1e-5
-  sampling.atol = 1e-5
-  sampling.ode_steps = None
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "pc"
+    sampling.predictor = "reverse_diffusion"
+    sampling.corrector = "langevin"
+    sampling.n_steps_each = 1
+    sampling.noise_removal = True
+    sampling.probability_flow = False
+    sampling.snr = 0.16
+    # For sampling.method = 'ode' (the probability-flow ODE): the solver, RK45 (adaptive, with tolerances
+    # rtol and atol, as the paper) or a fixed-step one ('euler', 'heun') with ode_steps steps.
+    sampling.ode_method = "RK45"
+    sampling.rtol = 1e-5
+    sampling.atol = 1e-5
+    sampling.ode_steps = None
 
-  config.eval = evaluate = ml_collections.ConfigDict()
-  evaluate.begin_ckpt = 9
-  evaluate.end_ckpt = 26
-  evaluate.batch_size = 1024
-  evaluate.enable_sampling = False
-  evaluate.num_samples = 50000
-  evaluate.enable_loss = True
-  evaluate.enable_bpd = False
-  evaluate.bpd_dataset = 'test'
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.begin_ckpt = 9
+    evaluate.end_ckpt = 26
+    evaluate.batch_size = 1024
+    evaluate.enable_sampling = False
+    evaluate.num_samples = 50000
+    evaluate.enable_loss = True
+    evaluate.enable_bpd = False
+    evaluate.bpd_dataset = "test"
 
-  config.data = data = ml_collections.ConfigDict()
-  data.dataset = 'CIFAR10'
-  data.path = ''  # image folder or .npz file, for the 'folder' and 'npz' datasets (MNIST: optional local copy)
-  data.tfds_data_dir = None  # tensorflow-datasets' data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets)
-  data.image_size = 32
-  data.num_channels = 3
-  data.centered = False  # True: pixels in [-1, 1]; False: [0, 1]
-  data.random_flip = True
-  data.uniform_dequantization = False
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "CIFAR10"
+    data.path = ""  # image folder or .npz file, for the 'folder' and 'npz' datasets (MNIST: optional local copy)
+    data.tfds_data_dir = None  # tensorflow-datasets' data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets)
+    data.image_size = 32
+    data.num_channels = 3
+    data.centered = False  # True: pixels in [-1, 1]; False: [0, 1]
+    data.random_flip = True
+    data.uniform_dequantization = False
 
-  config.model = model = ml_collections.ConfigDict()
-  model.name = 'ncsnpp'
-  model.dtype = 'float32'  # compute dtype ('float32' or 'bfloat16'); parameters stay float32
-  model.sigma_min = 0.01
-  model.sigma_max = 50.
-  model.num_scales = 1000
-  model.beta_min = 0.1
-  model.beta_max = 20.
-  model.dropout = 0.1
-  model.embedding_type = 'fourier'
-  model.ema_rate = 0.999
-  model.scale_by_sigma = True
-  model.conditional = True
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "ncsnpp"
+    model.dtype = "float32"  # compute dtype ('float32' or 'bfloat16'); parameters stay float32
+    model.sigma_min = 0.01
+    model.sigma_max = 50.0
+    model.num_scales = 1000
+    model.beta_min = 0.1
+    model.beta_max = 20.0
+    model.dropout = 0.1
+    model.embedding_type = "fourier"
+    model.ema_rate = 0.999
+    model.scale_by_sigma = True
+    model.conditional = True
 
-  config.optim = optim = ml_collections.ConfigDict()
-  optim.optimizer = 'Adam'
-  optim.lr = 2e-4
-  optim.beta1 = 0.9
-  optim.eps = 1e-8
-  optim.weight_decay = 0.
-  optim.warmup = 5000  # steps of linear learning-rate warm-up
-  optim.grad_clip = 1.  # global-norm clipping; negative disables it
-  return config
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "Adam"
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 5000  # steps of linear learning-rate warm-up
+    optim.grad_clip = 1.0  # global-norm clipping; negative disables it
+    return config
 
 
-def ncsnpp(config, *, ch_mult=(1, 2, 2, 2), num_res_blocks=4, fir=True, progressive='none',
-           progressive_input='residual'):
-  """NCSN++ (``fir=True``) or DDPM++ (``fir=False, progressive_input='none'``)."""
-  model = config.model
-  model.name = 'ncsnpp'
-  model.normalization = 'GroupNorm'
-  model.nonlinearity = 'swish'
-  model.nf = 128
-  model.ch_mult = tuple(ch_mult)
-  model.num_res_blocks = num_res_blocks
-  model.attn_resolutions = (16,)
-  model.resamp_with_conv = True
-  model.fir = fir
-  model.fir_kernel = [1, 3, 3, 1]
-  model.skip_rescale = True
-  model.resblock_type = 'biggan'
-  model.progressive = progressive
-  model.progressive_input = progressive_input
-  model.progressive_combine = 'sum'
-  model.attention_type = 'ddpm'
-  model.init_scale = 0.
-  model.fourier_scale = 16
-  model.conv_size = 3
-  return config
+def ncsnpp(
+    config, *, ch_mult=(1, 2, 2, 2), num_res_blocks=4, fir=True, progressive="none", progressive_input="residual"
+):
+    """NCSN++ (``fir=True``) or DDPM++ (``fir=False, progressive_input='none'``)."""
+    model = config.model
+    model.name = "ncsnpp"
+    model.normalization = "GroupNorm"
+    model.nonlinearity = "swish"
+    model.nf = 128
+    model.ch_mult = tuple(ch_mult)
+    model.num_res_blocks = num_res_blocks
+    model.attn_resolutions = (16,)
+    model.resamp_with_conv = True
+    model.fir = fir
+    model.fir_kernel = [1, 3, 3, 1]
+    model.skip_rescale = True
+    model.resblock_type = "biggan"
+    model.progressive = progressive
+    model.progressive_input = progressive_input
+    model.progressive_combine = "sum"
+    model.attention_type = "ddpm"
+    model.init_scale = 0.0
+    model.fourier_scale = 16
+    model.conv_size = 3
+    return config
 
 
 def ddpm(config, *, ch_mult=(1, 2, 2, 2)):
-  """The DDPM network of Ho et al. (2020)."""
-  model = config.model
-  model.name = 'ddpm'
-  model.normalization = 'GroupNorm'
-  model.nonlinearity = 'swish'
-  model.nf = 128
-  model.ch_mult = tuple(ch_mult)
-  model.num_res_blocks = 2
-  model.attn_resolutions = (16,)
-  model.resamp_with_conv = True
-  model.conv_size = 3
-  return config
+    """The DDPM network of Ho et al. (2020)."""
+    model = config.model
+    model.name = "ddpm"
+    model.normalization = "GroupNorm"
+    model.nonlinearity = "swish"
+    model.nf = 128
+    model.ch_mult = tuple(ch_mult)
+    model.num_res_blocks = 2
+    model.attn_resolutions = (16,)
+    model.resamp_with_conv = True
+    model.conv_size = 3
+    return config
 
 
 def ncsn(config, *, name, lr):
-  """NCSN (Song & Ermon, 2019) or NCSNv2 (2020): RefineNet with InstanceNorm++, Adam without warm-up or
-  clipping, annealed Langevin dynamics sampling."""
-  model = config.model
-  model.name = name
-  model.normalization = 'InstanceNorm++'
-  model.nonlinearity = 'elu'
-  model.nf = 128
-  model.interpolation = 'bilinear'
-  config.training.sde = 'vesde'
-  config.training.continuous = False
-  config.sampling.method = 'pc'
-  config.sampling.predictor = 'none'
-  config.sampling.corrector = 'ald'
-  config.optim.lr = lr
-  config.optim.warmup = 0
-  config.optim.grad_clip = -1.
-  return config
+    """NCSN (Song & Ermon, 2019) or NCSNv2 (2020): RefineNet with InstanceNorm++, Adam without warm-up or
+    clipping, annealed Langevin dynamics sampling."""
+    model = config.model
+    model.name = name
+    model.normalization = "InstanceNorm++"
+    model.nonlinearity = "elu"
+    model.nf = 128
+    model.interpolation = "bilinear"
+    config.training.sde = "vesde"
+    config.training.continuous = False
+    config.sampling.method = "pc"
+    config.sampling.predictor = "none"
+    config.sampling.corrector = "ald"
+    config.optim.lr = lr
+    config.optim.warmup = 0
+    config.optim.grad_clip = -1.0
+    return config
 
 
 def sampler(config, *, predictor, corrector):
-  config.sampling.method = 'pc'
-  config.sampling.predictor = predictor
-  config.sampling.corrector = corrector
-  return config
+    config.sampling.method = "pc"
+    config.sampling.predictor = predictor
+    config.sampling.corrector = corrector
+    return config

@@ -4,4 +4,4 @@ from configs.common import base_config
 
 
 def get_default_configs():
-  return base_config()  # the base values are the CIFAR-10 ones
+    return base_config()  # the base values are the CIFAR-10 ones

@@ -40,139 +40,150 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used; the message names its path."""
+    """A checkpoint that cannot be used; the message names its path."""
 
 
 def save_model(directory: str, *, params, params_ema, config: ml_collections.ConfigDict) -> None:
-  """Writes a model checkpoint to ``directory`` (which must not exist yet)."""
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory):
-    raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
-  os.makedirs(directory)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, _TREE), {"params": params, "params_ema": params_ema})
-  checkpointer.wait_until_finished()
-  with open(os.path.join(directory, _CONFIG), "w") as f:
-    f.write(config.to_json(indent=2))
+    """Writes a model checkpoint to ``directory`` (which must not exist yet)."""
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory):
+        raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
+    os.makedirs(directory)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, _TREE), {"params": params, "params_ema": params_ema})
+    checkpointer.wait_until_finished()
+    with open(os.path.join(directory, _CONFIG), "w") as f:
+        f.write(config.to_json(indent=2))
 
 
 def load_model(directory: str):
-  """Reads a model checkpoint. Returns ``(params, params_ema, config)``.
+    """Reads a model checkpoint. Returns ``(params, params_ema, config)``.
 
-  ``directory`` is a model checkpoint written by `save_model`, one step of a training checkpoint
-  (``<workdir>/checkpoints/<step>``), or a training workdir (its latest readable step).
-  """
-  directory = os.path.abspath(directory)
-  if any(os.path.isdir(os.path.join(directory, d)) for d in (PERIODIC, PREEMPTION)):
-    return TrainCheckpoints(directory).load_latest_model()
-  tree_dir = os.path.join(directory, _TREE)
-  is_training_step = os.path.isdir(os.path.join(directory, "config"))
-  config_path = os.path.join(directory, "config" if is_training_step else _CONFIG)
-  for path in (tree_dir, config_path):
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{directory} is not a model checkpoint: {path} is missing")
-  try:
-    tree = ocp.StandardCheckpointer().restore(tree_dir)
-    if is_training_step:
-      config = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(config_path)
-    else:
-      with open(config_path) as f:
-        config = json.load(f)
-  except Exception as e:  # orbax/tensorstore raise many kinds; all mean the files are unreadable
-    raise CheckpointError(f"model checkpoint {directory} is corrupt or incomplete: {_short(e)}") from e
-  return tree["params"], tree["params_ema"], ml_collections.ConfigDict(config)
+    ``directory`` is a model checkpoint written by `save_model`, one step of a training checkpoint
+    (``<workdir>/checkpoints/<step>``), or a training workdir (its latest readable step).
+    """
+    directory = os.path.abspath(directory)
+    if any(os.path.isdir(os.path.join(directory, d)) for d in (PERIODIC, PREEMPTION)):
+        return TrainCheckpoints(directory).load_latest_model()
+    tree_dir = os.path.join(directory, _TREE)
+    is_training_step = os.path.isdir(os.path.join(directory, "config"))
+    config_path = os.path.join(directory, "config" if is_training_step else _CONFIG)
+    for path in (tree_dir, config_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{directory} is not a model checkpoint: {path} is missing")
+    try:
+        tree = ocp.StandardCheckpointer().restore(tree_dir)
+        if is_training_step:
+            config = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(config_path)
+        else:
+            with open(config_path) as f:
+                config = json.load(f)
+    except Exception as e:  # orbax/tensorstore raise many kinds; all mean the files are unreadable
+        raise CheckpointError(f"model checkpoint {directory} is corrupt or incomplete: {_short(e)}") from e
+    return tree["params"], tree["params_ema"], ml_collections.ConfigDict(config)
 
 
 def _short(e: Exception) -> str:
-  return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=("model", "train", "config"))
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(directory, options=options, item_names=("model", "train", "config"))
 
 
 class TrainCheckpoints:
-  """The training checkpoints of one workdir (see the module docstring for the layout)."""
+    """The training checkpoints of one workdir (see the module docstring for the layout)."""
 
-  def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(workdir)
-    self.managers = {
-        PERIODIC: _manager(os.path.join(self.workdir, PERIODIC), None),
-        PREEMPTION: _manager(os.path.join(self.workdir, PREEMPTION), PREEMPTION_KEEP),
-    }
+    def __init__(self, workdir: str):
+        self.workdir = os.path.abspath(workdir)
+        self.managers = {
+            PERIODIC: _manager(os.path.join(self.workdir, PERIODIC), None),
+            PREEMPTION: _manager(os.path.join(self.workdir, PREEMPTION), PREEMPTION_KEEP),
+        }
 
-  def save(self, step: int, *, params, params_ema, opt_state, config, kinds=(PREEMPTION,)) -> None:
-    """Saves the state after ``step`` training steps as each kind in ``kinds`` (asynchronously: the
-    files are complete after `wait`, and a step appears only when complete)."""
-    for kind in kinds:
-      self.managers[kind].save(step, args=ocp.args.Composite(
-          model=ocp.args.StandardSave({"params": params, "params_ema": params_ema}),
-          train=ocp.args.StandardSave({"step": step, "opt_state": opt_state}),
-          config=ocp.args.JsonSave(json.loads(config.to_json()))))
+    def save(self, step: int, *, params, params_ema, opt_state, config, kinds=(PREEMPTION,)) -> None:
+        """Saves the state after ``step`` training steps as each kind in ``kinds`` (asynchronously: the
+        files are complete after `wait`, and a step appears only when complete)."""
+        for kind in kinds:
+            self.managers[kind].save(
+                step,
+                args=ocp.args.Composite(
+                    model=ocp.args.StandardSave({"params": params, "params_ema": params_ema}),
+                    train=ocp.args.StandardSave({"step": step, "opt_state": opt_state}),
+                    config=ocp.args.JsonSave(json.loads(config.to_json())),
+                ),
+            )
 
-  def steps(self) -> list[tuple[int, str]]:
-    """(step, kind) of every complete checkpoint, newest first."""
-    found = []
-    for kind, manager in self.managers.items():
-      manager.reload()
-      found += [(step, kind) for step in manager.all_steps()]
-    return sorted(found, reverse=True)
+    def steps(self) -> list[tuple[int, str]]:
+        """(step, kind) of every complete checkpoint, newest first."""
+        found = []
+        for kind, manager in self.managers.items():
+            manager.reload()
+            found += [(step, kind) for step in manager.all_steps()]
+        return sorted(found, reverse=True)
 
-  def restore_latest(self, abstract_state: dict):
-    """Restores the newest readable checkpoint into the structure, shapes, dtypes and shardings of
-    ``abstract_state`` ({"params", "params_ema", "opt_state"} of jax.ShapeDtypeStruct). Returns
-    ``(step, state)``, or None when there is no checkpoint; unreadable ones are skipped with a warning.
-    """
-    steps = self.steps()
-    for step, kind in steps:
-      try:
-        restored = self.managers[kind].restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore({k: abstract_state[k] for k in ("params", "params_ema")}),
-            train=ocp.args.StandardRestore({"step": 0, "opt_state": abstract_state["opt_state"]})))
-      except Exception as e:  # corrupt or incomplete: fall back to the previous one
-        log.warning("skipping unreadable checkpoint %s: %s", self.path(step, kind), _short(e))
-        continue
-      if int(restored.train["step"]) != step:
-        log.warning("skipping checkpoint %s: it holds step %s", self.path(step, kind), restored.train["step"])
-        continue
-      return step, {**restored.model, "opt_state": restored.train["opt_state"]}
-    if steps:
-      raise CheckpointError(f"no checkpoint in {self.workdir} can be read (tried steps "
-                            f"{sorted({s for s, _ in steps})}); move them away to start afresh")
-    return None
+    def restore_latest(self, abstract_state: dict):
+        """Restores the newest readable checkpoint into the structure, shapes, dtypes and shardings of
+        ``abstract_state`` ({"params", "params_ema", "opt_state"} of jax.ShapeDtypeStruct). Returns
+        ``(step, state)``, or None when there is no checkpoint; unreadable ones are skipped with a warning.
+        """
+        steps = self.steps()
+        for step, kind in steps:
+            try:
+                restored = self.managers[kind].restore(
+                    step,
+                    args=ocp.args.Composite(
+                        model=ocp.args.StandardRestore({k: abstract_state[k] for k in ("params", "params_ema")}),
+                        train=ocp.args.StandardRestore({"step": 0, "opt_state": abstract_state["opt_state"]}),
+                    ),
+                )
+            except Exception as e:  # corrupt or incomplete: fall back to the previous one
+                log.warning("skipping unreadable checkpoint %s: %s", self.path(step, kind), _short(e))
+                continue
+            if int(restored.train["step"]) != step:
+                log.warning("skipping checkpoint %s: it holds step %s", self.path(step, kind), restored.train["step"])
+                continue
+            return step, {**restored.model, "opt_state": restored.train["opt_state"]}
+        if steps:
+            raise CheckpointError(
+                f"no checkpoint in {self.workdir} can be read (tried steps "
+                f"{sorted({s for s, _ in steps})}); move them away to start afresh"
+            )
+        return None
 
-  def saved_config(self):
-    """The config of the newest checkpoint that has one, or None."""
-    for step, kind in self.steps():
-      try:
-        return ml_collections.ConfigDict(
-            ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(self.path(step, kind), "config")))
-      except Exception:  # an unreadable step: the next one may do
-        continue
-    return None
+    def saved_config(self):
+        """The config of the newest checkpoint that has one, or None."""
+        for step, kind in self.steps():
+            try:
+                return ml_collections.ConfigDict(
+                    ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(self.path(step, kind), "config"))
+                )
+            except Exception:  # an unreadable step: the next one may do
+                continue
+        return None
 
-  def load_latest_model(self):
-    """``(params, params_ema, config)`` of the newest readable checkpoint, as `load_model`."""
-    for step, kind in self.steps():
-      try:
-        return load_model(self.path(step, kind))
-      except CheckpointError as e:
-        log.warning("skipping %s", e)
-    raise CheckpointError(f"no readable checkpoint in {self.workdir}")
+    def load_latest_model(self):
+        """``(params, params_ema, config)`` of the newest readable checkpoint, as `load_model`."""
+        for step, kind in self.steps():
+            try:
+                return load_model(self.path(step, kind))
+            except CheckpointError as e:
+                log.warning("skipping %s", e)
+        raise CheckpointError(f"no readable checkpoint in {self.workdir}")
 
-  def path(self, step: int, kind: str) -> str:
-    return os.path.join(self.workdir, kind, str(step))
+    def path(self, step: int, kind: str) -> str:
+        return os.path.join(self.workdir, kind, str(step))
 
-  def wait(self) -> None:
-    for manager in self.managers.values():
-      manager.wait_until_finished()
+    def wait(self) -> None:
+        for manager in self.managers.values():
+            manager.wait_until_finished()
 
-  def close(self) -> None:
-    for manager in self.managers.values():
-      manager.close()
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.close()
 
 
 def abstract(tree):
-  """jax.ShapeDtypeStruct (with sharding) of every array of ``tree``: a restore target."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    """jax.ShapeDtypeStruct (with sharding) of every array of ``tree``: a restore target."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -19,7 +19,7 @@ import difflib
 import importlib.util
 import pathlib
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 
@@ -27,7 +27,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class ConfigError(ValueError):
-  """A config file or a ``--config.*`` override that cannot be used; the message names it."""
+    """A config file or a ``--config.*`` override that cannot be used; the message names it."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -35,124 +35,128 @@ class ConfigError(ValueError):
 
 
 def find_config_file(path: str) -> pathlib.Path:
-  """``path`` as given, else relative to the repository root (so ``configs/...`` works from anywhere)."""
-  for candidate in (pathlib.Path(path), REPO_ROOT / path):
-    if candidate.is_file():
-      return candidate.resolve()
-  raise ConfigError(f"config file not found: {path} (looked in {pathlib.Path.cwd()} and {REPO_ROOT})")
+    """``path`` as given, else relative to the repository root (so ``configs/...`` works from anywhere)."""
+    for candidate in (pathlib.Path(path), REPO_ROOT / path):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"config file not found: {path} (looked in {pathlib.Path.cwd()} and {REPO_ROOT})")
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """Runs ``get_config()`` of the config file ``path`` and applies ``overrides`` ("a.b=value" strings)."""
-  file = find_config_file(path)
-  # Config files import their defaults as `configs.<module>`: make the folder holding `configs/` importable.
-  roots = [p.parent for p in file.parents if p.name == "configs"]
-  for root in roots[:1]:
-    if str(root) not in sys.path:
-      sys.path.insert(0, str(root))
-  spec = importlib.util.spec_from_file_location(f"_score_sde_config_{abs(hash(file))}", file)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-      raise ConfigError(f"config file {file} has no get_config() function")
-    config = module.get_config()
-  except ConfigError:
-    raise
-  except Exception as e:
-    raise ConfigError(f"config file {file} failed to load: {type(e).__name__}: {e}") from e
-  if not isinstance(config, ml_collections.ConfigDict):
-    raise ConfigError(f"get_config() of {file} returned {type(config).__name__}, not a ConfigDict")
-  return with_overrides(config, overrides)
+    """Runs ``get_config()`` of the config file ``path`` and applies ``overrides`` ("a.b=value" strings)."""
+    file = find_config_file(path)
+    # Config files import their defaults as `configs.<module>`: make the folder holding `configs/` importable.
+    roots = [p.parent for p in file.parents if p.name == "configs"]
+    for root in roots[:1]:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+    spec = importlib.util.spec_from_file_location(f"_score_sde_config_{abs(hash(file))}", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"config file {file} has no get_config() function")
+        config = module.get_config()
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"config file {file} failed to load: {type(e).__name__}: {e}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() of {file} returned {type(config).__name__}, not a ConfigDict")
+    return with_overrides(config, overrides)
 
 
 def set_config_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-  """Sets the existing field ``key`` ("training.batch_size") from the command-line text ``text``,
-  converted to the field's type; an unknown key or a value of the wrong type raises ConfigError."""
-  *groups, name = key.split(".")
-  node = config
-  for i, group in enumerate(groups):
-    if group not in node or not isinstance(node[group], ml_collections.ConfigDict):
-      raise ConfigError(f"unknown config key {key!r}: {'.'.join(groups[:i + 1])!r} is not a group"
-                        + _suggest(".".join(groups[:i + 1]), config))
-    node = node[group]
-  if name not in node:
-    raise ConfigError(f"unknown config key {key!r}" + _suggest(key, config))
-  old = node[name]
-  if isinstance(old, ml_collections.ConfigDict):
-    raise ConfigError(f"config key {key!r} is a group; set one of its fields, e.g. {key}.{next(iter(old.keys()), '')}")
-  try:
-    value = _parse_like(old, text)
-  except (ValueError, SyntaxError) as e:
-    raise ConfigError(f"bad value {text!r} for config key {key!r} ({type(old).__name__} expected): {e}") from None
-  with node.ignore_type():
-    node[name] = value
+    """Sets the existing field ``key`` ("training.batch_size") from the command-line text ``text``,
+    converted to the field's type; an unknown key or a value of the wrong type raises ConfigError."""
+    *groups, name = key.split(".")
+    node = config
+    for i, group in enumerate(groups):
+        if group not in node or not isinstance(node[group], ml_collections.ConfigDict):
+            raise ConfigError(
+                f"unknown config key {key!r}: {'.'.join(groups[: i + 1])!r} is not a group"
+                + _suggest(".".join(groups[: i + 1]), config)
+            )
+        node = node[group]
+    if name not in node:
+        raise ConfigError(f"unknown config key {key!r}" + _suggest(key, config))
+    old = node[name]
+    if isinstance(old, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"config key {key!r} is a group; set one of its fields, e.g. {key}.{next(iter(old.keys()), '')}"
+        )
+    try:
+        value = _parse_like(old, text)
+    except (ValueError, SyntaxError) as e:
+        raise ConfigError(f"bad value {text!r} for config key {key!r} ({type(old).__name__} expected): {e}") from None
+    with node.ignore_type():
+        node[name] = value
 
 
 def _parse_like(old, text: str):
-  """Parses ``text`` as a value of the same type as ``old``."""
-  if isinstance(old, bool):
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-      return True
-    if lowered in ("false", "0", "no"):
-      return False
-    raise ValueError("expected true or false")
-  if isinstance(old, int):
-    value = float(text) if any(c in text for c in ".eE") else int(text)
-    if value != int(value):
-      raise ValueError("expected an integer")
-    return int(value)
-  if isinstance(old, float):
-    return float(text)
-  if isinstance(old, str):
-    return text
-  if isinstance(old, (tuple, list)):
-    stripped = text.strip()
-    if not stripped or stripped in "()[]":
-      items = []
-    else:
-      parsed = ast.literal_eval(stripped if stripped[0] in "([" else f"({stripped},)")
-      items = list(parsed) if isinstance(parsed, (tuple, list)) else [parsed]
-    if old:
-      items = [_parse_like(old[0], str(item)) for item in items]
-    return type(old)(items)
-  # None or an unusual type: a Python literal if it is one, else the string.
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+    """Parses ``text`` as a value of the same type as ``old``."""
+    if isinstance(old, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(old, int):
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        if value != int(value):
+            raise ValueError("expected an integer")
+        return int(value)
+    if isinstance(old, float):
+        return float(text)
+    if isinstance(old, str):
+        return text
+    if isinstance(old, (tuple, list)):
+        stripped = text.strip()
+        if not stripped or stripped in "()[]":
+            items = []
+        else:
+            parsed = ast.literal_eval(stripped if stripped[0] in "([" else f"({stripped},)")
+            items = list(parsed) if isinstance(parsed, (tuple, list)) else [parsed]
+        if old:
+            items = [_parse_like(old[0], str(item)) for item in items]
+        return type(old)(items)
+    # None or an unusual type: a Python literal if it is one, else the string.
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _all_keys(config, prefix=""):
-  for k, v in config.items():
-    if isinstance(v, ml_collections.ConfigDict):
-      yield from _all_keys(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}"
+    for k, v in config.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            yield from _all_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
 
 
 def _suggest(key: str, config) -> str:
-  close = difflib.get_close_matches(key, list(_all_keys(config)), n=3)
-  return f"; did you mean {', '.join(close)}?" if close else ""
+    close = difflib.get_close_matches(key, list(_all_keys(config)), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-  """Separates ``--config.a.b=v`` / ``--config.a.b v`` arguments (returned as "a.b=v") from the rest."""
-  rest, overrides, i = [], [], 0
-  while i < len(argv):
-    arg = argv[i]
-    if arg.startswith("--config."):
-      key, sep, value = arg[len("--config."):].partition("=")
-      if not sep:
-        if i + 1 >= len(argv):
-          raise ConfigError(f"config override {arg} has no value")
-        value, i = argv[i + 1], i + 1
-      overrides.append(f"{key}={value}")
-    else:
-      rest.append(arg)
-    i += 1
-  return rest, overrides
+    """Separates ``--config.a.b=v`` / ``--config.a.b v`` arguments (returned as "a.b=v") from the rest."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            key, sep, value = arg[len("--config.") :].partition("=")
+            if not sep:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"config override {arg} has no value")
+                value, i = argv[i + 1], i + 1
+            overrides.append(f"{key}={value}")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,157 +165,205 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-  """A sub-command: ``add_arguments(parser)`` declares its arguments, ``run(args)`` does the work and
-  returns an exit status (None for 0). With ``takes_config``, ``args.config`` is the loaded ConfigDict
-  (``--config FILE`` plus the ``--config.*`` overrides), or None when no --config was given."""
+    """A sub-command: ``add_arguments(parser)`` declares its arguments, ``run(args)`` does the work and
+    returns an exit status (None for 0). With ``takes_config``, ``args.config`` is the loaded ConfigDict
+    (``--config FILE`` plus the ``--config.*`` overrides), or None when no --config was given."""
 
-  name: str
-  help: str
-  add_arguments: Callable[[argparse.ArgumentParser], None]
-  run: Callable[[argparse.Namespace], int | None]
-  takes_config: bool = False
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    takes_config: bool = False
 
 
 def with_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-  """``config`` (e.g. the one saved with a checkpoint) with "a.b=value" overrides applied, in place."""
-  for override in overrides:
-    key, sep, value = override.partition("=")
-    if not sep:
-      raise ConfigError(f"config override {override!r} is not of the form key=value")
-    set_config_value(config, key, value)
-  return config
+    """``config`` (e.g. the one saved with a checkpoint) with "a.b=value" overrides applied, in place."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise ConfigError(f"config override {override!r} is not of the form key=value")
+        set_config_value(config, key, value)
+    return config
 
 
 def _add_train(p):
-  p.add_argument("--workdir", required=True, help="folder for checkpoints, logs, TensorBoard and sample grids; "
-                 "a run restarted with the same workdir resumes from its last checkpoint")
+    p.add_argument(
+        "--workdir",
+        required=True,
+        help="folder for checkpoints, logs, TensorBoard and sample grids; "
+        "a run restarted with the same workdir resumes from its last checkpoint",
+    )
 
 
 def _run_train(args):
-  from score_sde import checkpoints, train
+    from score_sde import checkpoints, train
 
-  config = args.config
-  workdir = train.check_workdir(args.workdir)
-  if config is None:  # resuming: the config saved with the checkpoints
-    config = checkpoints.TrainCheckpoints(workdir).saved_config()
-    if config is None:
-      raise ConfigError(f"--config is required: {args.workdir} holds no checkpoint to take the config from")
-    config = with_overrides(config, args.config_overrides)
-  _log_to_file(workdir)
-  train.train(config, workdir)
+    config = args.config
+    workdir = train.check_workdir(args.workdir)
+    if config is None:  # resuming: the config saved with the checkpoints
+        config = checkpoints.TrainCheckpoints(workdir).saved_config()
+        if config is None:
+            raise ConfigError(f"--config is required: {args.workdir} holds no checkpoint to take the config from")
+        config = with_overrides(config, args.config_overrides)
+    _log_to_file(workdir)
+    train.train(config, workdir)
 
 
 def _add_model(p):
-  p.add_argument("--model", required=True, metavar="PATH",
-                 help="a training workdir (its latest checkpoint), one step of it (WORKDIR/checkpoints/STEP) "
-                      "or a model checkpoint written by save_model / the converters")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a training workdir (its latest checkpoint), one step of it (WORKDIR/checkpoints/STEP) "
+        "or a model checkpoint written by save_model / the converters",
+    )
 
 
 def _add_eval(p):
-  _add_model(p)
-  p.add_argument("--out", help="folder for the result (default: MODEL/eval when MODEL is a workdir)")
+    _add_model(p)
+    p.add_argument("--out", help="folder for the result (default: MODEL/eval when MODEL is a workdir)")
 
 
 def _run_eval(args):
-  from score_sde import train
+    from score_sde import train
 
-  result = train.evaluate_loss(args.model, overrides=_overrides(args), out=args.out)
-  print(f"test loss {result['loss']:.6g} over {result['count']} examples (step {result['step']})")
+    result = train.evaluate_loss(args.model, overrides=_overrides(args), out=args.out)
+    print(f"test loss {result['loss']:.6g} over {result['count']} examples (step {result['step']})")
 
 
 def _add_sample(p):
-  _add_model(p)
-  p.add_argument("--out", required=True, help="folder for the sample shards (samples_00000.npz, ...; OUT.png shows the first 64); "
-                 "a restarted command continues after the shards already there")
-  p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
-  p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
-  p.add_argument("--seed", type=int, default=0, help="seed of the sampler's randomness (default 0)")
+    _add_model(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the sample shards (samples_00000.npz, ...; OUT.png shows the first 64); "
+        "a restarted command continues after the shards already there",
+    )
+    p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
+    p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's randomness (default 0)")
 
 
 def _run_sample(args):
-  from score_sde import train
+    from score_sde import train
 
-  done = train.sample_to_shards(args.model, args.out, overrides=_overrides(args), num_samples=args.num_samples,
-                                batch_size=args.batch_size, seed=args.seed)
-  print(f"{done['num_samples']} samples in {args.out} ({done['nfe']} network evaluations per batch)")
+    done = train.sample_to_shards(
+        args.model,
+        args.out,
+        overrides=_overrides(args),
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    print(f"{done['num_samples']} samples in {args.out} ({done['nfe']} network evaluations per batch)")
 
 
 def _add_likelihood(p):
-  _add_model(p)
-  p.add_argument("--split", choices=("train", "test"), help="data split (default: config.eval.bpd_dataset)")
-  p.add_argument("--num-batches", type=int, help="stop after this many batches (default: the whole split)")
-  p.add_argument("--batch-size", type=int, help="batch size (default: config.eval.batch_size)")
-  p.add_argument("--out", help="folder for the result (default: MODEL/eval when MODEL is a workdir)")
+    _add_model(p)
+    p.add_argument("--split", choices=("train", "test"), help="data split (default: config.eval.bpd_dataset)")
+    p.add_argument("--num-batches", type=int, help="stop after this many batches (default: the whole split)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: config.eval.batch_size)")
+    p.add_argument("--out", help="folder for the result (default: MODEL/eval when MODEL is a workdir)")
 
 
 def _run_likelihood(args):
-  from score_sde import train
+    from score_sde import train
 
-  result = train.evaluate_bpd(args.model, overrides=_overrides(args), split=args.split,
-                              num_batches=args.num_batches, batch_size=args.batch_size, out=args.out)
-  print(f"{result['bpd']:.4f} bits/dim (± {result['bpd_stderr']:.4f}) on {result['count']} {result['split']} "
-        f"examples (step {result['step']})")
+    result = train.evaluate_bpd(
+        args.model,
+        overrides=_overrides(args),
+        split=args.split,
+        num_batches=args.num_batches,
+        batch_size=args.batch_size,
+        out=args.out,
+    )
+    print(
+        f"{result['bpd']:.4f} bits/dim (± {result['bpd_stderr']:.4f}) on {result['count']} {result['split']} "
+        f"examples (step {result['step']})"
+    )
 
 
 def _add_quickstart(p):
-  p.add_argument("--workdir", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    p.add_argument("--workdir", default="runs/quickstart", help="output folder (default: runs/quickstart)")
 
 
 def _run_quickstart(args):
-  from score_sde import train
+    from score_sde import train
 
-  train.quickstart(args.workdir, overrides=args.config_overrides)
+    train.quickstart(args.workdir, overrides=args.config_overrides)
 
 
 def _overrides(args) -> list[str]:
-  return list(args.config_overrides)
+    return list(args.config_overrides)
 
 
 def _log_to_file(workdir: str) -> None:
-  import logging
-  import os
+    import logging
+    import os
 
-  root = logging.getLogger()
-  for old in [h for h in root.handlers if getattr(h, "score_sde_workdir_log", False)]:
-    root.removeHandler(old)  # one log file at a time, when main() runs several times in one process
-    old.close()
-  handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
-  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-  handler.score_sde_workdir_log = True
-  root.addHandler(handler)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "score_sde_workdir_log", False)]:
+        root.removeHandler(old)  # one log file at a time, when main() runs several times in one process
+        old.close()
+    handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.score_sde_workdir_log = True
+    root.addHandler(handler)
 
 
 COMMANDS: list[Command] = [
-    Command("train", "train a score model from a config (resumes from the workdir's last checkpoint)",
-            _add_train, _run_train, takes_config=True),
+    Command(
+        "train",
+        "train a score model from a config (resumes from the workdir's last checkpoint)",
+        _add_train,
+        _run_train,
+        takes_config=True,
+    ),
     Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval),
-    Command("sample", "draw samples with the config's sampler, written in resumable shards", _add_sample,
-            _run_sample),
-    Command("likelihood", "bits/dim through the probability-flow ODE on the train or test split",
-            _add_likelihood, _run_likelihood),
-    Command("quickstart", "train a small model on scikit-learn's digits, sample it with the PC and ODE "
-            "samplers and print its bits/dim (a few minutes on a laptop CPU)", _add_quickstart, _run_quickstart),
+    Command("sample", "draw samples with the config's sampler, written in resumable shards", _add_sample, _run_sample),
+    Command(
+        "likelihood",
+        "bits/dim through the probability-flow ODE on the train or test split",
+        _add_likelihood,
+        _run_likelihood,
+    ),
+    Command(
+        "quickstart",
+        "train a small model on scikit-learn's digits, sample it with the PC and ODE "
+        "samplers and print its bits/dim (a few minutes on a laptop CPU)",
+        _add_quickstart,
+        _run_quickstart,
+    ),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="score-sde", description="Score-based generative modeling through SDEs (Song et al., 2021), in JAX.",
-      epilog="Every command accepts --config.<group>.<field>=<value> to override one field of the config.")
-  parser.add_argument("--multihost", action="store_true",
-                      help="join a multi-host job (jax.distributed.initialize) before touching any device")
-  parser.add_argument("--coordinator-address", help="with --multihost: host:port of process 0")
-  parser.add_argument("--num-processes", type=int, help="with --multihost: number of processes")
-  parser.add_argument("--process-id", type=int, help="with --multihost: this process' index")
-  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-  for command in COMMANDS:
-    p = sub.add_parser(command.name, help=command.help, description=command.help)
-    if command.takes_config:
-      p.add_argument("--config", dest="config_file", metavar="FILE",
-                     help="config file with a get_config() function, e.g. configs/ve/cifar10_ncsnpp_continuous.py")
-    command.add_arguments(p)
-    p.set_defaults(command_spec=command)
-  return parser
+    parser = argparse.ArgumentParser(
+        prog="score-sde",
+        description="Score-based generative modeling through SDEs (Song et al., 2021), in JAX.",
+        epilog="Every command accepts --config.<group>.<field>=<value> to override one field of the config.",
+    )
+    parser.add_argument(
+        "--multihost",
+        action="store_true",
+        help="join a multi-host job (jax.distributed.initialize) before touching any device",
+    )
+    parser.add_argument("--coordinator-address", help="with --multihost: host:port of process 0")
+    parser.add_argument("--num-processes", type=int, help="with --multihost: number of processes")
+    parser.add_argument("--process-id", type=int, help="with --multihost: this process' index")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        if command.takes_config:
+            p.add_argument(
+                "--config",
+                dest="config_file",
+                metavar="FILE",
+                help="config file with a get_config() function, e.g. configs/ve/cifar10_ncsnpp_continuous.py",
+            )
+        command.add_arguments(p)
+        p.set_defaults(command_spec=command)
+    return parser
 
 
 # Bad input of a kind the user can fix: reported as one line naming the problem, without a traceback.
@@ -319,32 +371,32 @@ USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, PermissionErr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  import logging
+    import logging
 
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = build_parser()
-  try:
-    rest, overrides = split_config_overrides(argv)
-  except ConfigError as e:
-    parser.error(str(e))
-  args = parser.parse_args(rest)
-  args.config_overrides = overrides
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  from score_sde import checkpoints, train
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        rest, overrides = split_config_overrides(argv)
+    except ConfigError as e:
+        parser.error(str(e))
+    args = parser.parse_args(rest)
+    args.config_overrides = overrides
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from score_sde import checkpoints, train
 
-  try:
-    if args.multihost:
-      from score_sde import parallel
+    try:
+        if args.multihost:
+            from score_sde import parallel
 
-      parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    command = args.command_spec
-    config_file = getattr(args, "config_file", None)
-    if command.takes_config and config_file is not None:
-      args.config = load_config(config_file, overrides)
-    else:
-      args.config = None
-    return command.run(args) or 0
-  except (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS as e:
-    print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
-    return 1
+            parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+        command = args.command_spec
+        config_file = getattr(args, "config_file", None)
+        if command.takes_config and config_file is not None:
+            args.config = load_config(config_file, overrides)
+        else:
+            args.config = None
+        return command.run(args) or 0
+    except (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS as e:
+        print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
+        return 1

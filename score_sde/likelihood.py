@@ -26,7 +26,7 @@ but only by coincidence: it is wrong for any other affine scaling, e.g. [-1/2, 1
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -100,8 +100,20 @@ def log_likelihood(
     eps = check_eps(eps, sde)
     if x.ndim < 2:
         raise ValueError(f"x must be (batch, ...), got shape {x.shape}")
-    return _log_likelihood(key, as_pytree(score_fn), sde, x, div, method, float(rtol), float(atol),
-                           None if num_steps is None else int(num_steps), eps, sharding, int(max_steps))
+    return _log_likelihood(
+        key,
+        as_pytree(score_fn),
+        sde,
+        x,
+        div,
+        method,
+        float(rtol),
+        float(atol),
+        None if num_steps is None else int(num_steps),
+        eps,
+        sharding,
+        int(max_steps),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9, 10, 11))
@@ -124,8 +136,17 @@ def _log_likelihood(key, score_fn, sde, x, divergence, method, rtol, atol, num_s
             f = lambda y: drift(y, t)
             return hutchinson_divergence(f, s[0], probe[0]) if probe else exact_divergence(f, s[0])
 
-        return integrate(vector_field, state, eps, sde.T, method=method, rtol=rtol, atol=atol,
-                         num_steps=num_steps, max_steps=max_steps)
+        return integrate(
+            vector_field,
+            state,
+            eps,
+            sde.T,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            num_steps=num_steps,
+            max_steps=max_steps,
+        )
 
     (z, delta), nfe = in_auto_axes(solve, sharding, (x, jnp.zeros((batch,), x.dtype)), *probes)
     z = constrain(z, sharding)
@@ -134,7 +155,9 @@ def _log_likelihood(key, score_fn, sde, x, divergence, method, rtol, atol, num_s
 
 def bpd_offset(inverse_scaler: Callable[[Array], Array]) -> float:
     """8 + log2 of the slope of the (affine) map from the network's data range back to [0, 1]; see above."""
-    slopes = [float(jax.grad(lambda v: jnp.asarray(inverse_scaler(v), jnp.float32))(jnp.float32(p))) for p in (0.0, 1.0)]
+    slopes = [
+        float(jax.grad(lambda v: jnp.asarray(inverse_scaler(v), jnp.float32))(jnp.float32(p))) for p in (0.0, 1.0)
+    ]
     if not np.isclose(slopes[0], slopes[1]) or slopes[0] <= 0:
         raise ValueError(f"inverse_scaler must be increasing and affine, its slopes are {slopes}")
     return 8.0 + float(np.log2(slopes[0]))

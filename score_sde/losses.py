@@ -14,7 +14,7 @@ building model_fn inside the function it differentiates:
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +44,8 @@ def dsm_loss(
 ) -> Array:
     """Continuous denoising score matching, eq. (7) of the paper, with t ~ U(eps, T), x_t = m x + s z:
 
-        lambda(t) || score(x_t, t) + z / s ||^2,  lambda = s^2 (default) or g(t)^2 (likelihood weighting,
-        Song et al. 2021b, which makes the loss an upper bound on the negative log-likelihood).
+    lambda(t) || score(x_t, t) + z / s ||^2,  lambda = s^2 (default) or g(t)^2 (likelihood weighting,
+    Song et al. 2021b, which makes the loss an upper bound on the negative log-likelihood).
     """
     if not 0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")
@@ -69,7 +69,10 @@ def _continuous_loss(model_fn: ModelFn, key: Array, x: Array, *, sde: SDE, **kwa
 
 
 def smld_loss(model_fn: ModelFn, key: Array, x: Array, *, sde: VESDE, reduce_mean: bool = False) -> Array:
-    """NCSN's loss: a uniform noise level index i (0 = largest sigma), sigma_i^2 || s(x + sigma_i z, i) + z / sigma_i ||^2."""
+    """NCSN's loss, with a uniform noise level index i (0 = largest sigma):
+
+    sigma_i^2 || s(x + sigma_i z, i) + z / sigma_i ||^2
+    """
     i_key, z_key = jax.random.split(key)
     labels = jax.random.randint(i_key, (x.shape[0],), 0, sde.N)
     sigmas = sde.discrete_sigmas[::-1][labels]
@@ -110,5 +113,6 @@ def get_loss_fn(
         return functools.partial(smld_loss, sde=sde, reduce_mean=reduce_mean)
     if isinstance(sde, VPSDE):
         return functools.partial(ddpm_loss, sde=sde, reduce_mean=reduce_mean)
-    raise ValueError(f"discrete training (config.training.continuous=False) is defined for VESDE and VPSDE, "
-                     f"not {type(sde).__name__}")
+    raise ValueError(
+        f"discrete training (config.training.continuous=False) is defined for VESDE and VPSDE, not {type(sde).__name__}"
+    )

@@ -19,7 +19,8 @@ Parameterisations (as the official models/utils.py `get_score_fn`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -123,7 +124,8 @@ class ReverseSDE:
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDE):
-    """Variance exploding: dx = sigma(t) sqrt(2 log(sigma_max / sigma_min)) dw, sigma(t) = sigma_min (sigma_max/sigma_min)^t.
+    """Variance exploding: dx = sigma(t) sqrt(2 log(sigma_max / sigma_min)) dw,
+    sigma(t) = sigma_min (sigma_max / sigma_min)^t.
 
     As in the paper, p_t(x_t | x_0) = N(x_0, sigma(t)^2 I) (data taken as already perturbed by sigma_min at
     t = 0). Its discrete chain is SMLD's: noise levels `discrete_sigmas`, increasing with the index.

@@ -20,12 +20,12 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -39,18 +39,18 @@ _INIT, _TRAIN, _EVAL, _SAMPLE = range(4)
 
 
 class TrainingDiverged(FloatingPointError):
-  """A non-finite loss or gradient; the message names the step and the last good checkpoint."""
+    """A non-finite loss or gradient; the message names the step and the last good checkpoint."""
 
 
 class TrainState(flax.struct.PyTreeNode):
-  step: jax.Array  # int32 scalar: number of steps taken
-  params: Any
-  params_ema: Any
-  opt_state: Any
+    step: jax.Array  # int32 scalar: number of steps taken
+    params: Any
+    params_ema: Any
+    opt_state: Any
 
 
 def stream_key(config, stream: int) -> jax.Array:
-  return jax.random.fold_in(jax.random.PRNGKey(config.seed), stream)
+    return jax.random.fold_in(jax.random.PRNGKey(config.seed), stream)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -58,40 +58,44 @@ def stream_key(config, stream: int) -> jax.Array:
 
 
 def get_optimizer(config) -> optax.GradientTransformation:
-  """Adam with the official ``optimization_manager``: linear warm-up of the learning rate over
-  ``config.optim.warmup`` steps (lr = 0 at step 0), then clipping of the global gradient norm to
-  ``config.optim.grad_clip`` (off when negative) before the Adam update."""
-  optim = config.optim
-  if optim.optimizer != "Adam":
-    raise ValueError(f"config.optim.optimizer={optim.optimizer!r}: only 'Adam' is implemented")
-  lr, warmup = float(optim.lr), int(optim.warmup)
-  schedule = (lambda count: lr * jnp.minimum(count / warmup, 1.0)) if warmup > 0 else lr
-  # flax.optim.Adam of the official code: beta2 = 0.999, weight decay added to the update (AdamW).
-  adam = optax.adamw(schedule, b1=optim.beta1, b2=0.999, eps=optim.eps, weight_decay=optim.weight_decay)
-  if optim.grad_clip >= 0:
-    return optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
-  return adam
+    """Adam with the official ``optimization_manager``: linear warm-up of the learning rate over
+    ``config.optim.warmup`` steps (lr = 0 at step 0), then clipping of the global gradient norm to
+    ``config.optim.grad_clip`` (off when negative) before the Adam update."""
+    optim = config.optim
+    if optim.optimizer != "Adam":
+        raise ValueError(f"config.optim.optimizer={optim.optimizer!r}: only 'Adam' is implemented")
+    lr, warmup = float(optim.lr), int(optim.warmup)
+    schedule = (lambda count: lr * jnp.minimum(count / warmup, 1.0)) if warmup > 0 else lr
+    # flax.optim.Adam of the official code: beta2 = 0.999, weight decay added to the update (AdamW).
+    adam = optax.adamw(schedule, b1=optim.beta1, b2=0.999, eps=optim.eps, weight_decay=optim.weight_decay)
+    if optim.grad_clip >= 0:
+        return optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
+    return adam
 
 
 def example_input(config, batch_size: int = 1):
-  """Dummy (x, labels) of the config's data shape, to initialise a network."""
-  shape = (batch_size, config.data.image_size, config.data.image_size, config.data.num_channels)
-  return jnp.zeros(shape, jnp.float32), jnp.zeros((batch_size,), jnp.float32)
+    """Dummy (x, labels) of the config's data shape, to initialise a network."""
+    shape = (batch_size, config.data.image_size, config.data.image_size, config.data.num_channels)
+    return jnp.zeros(shape, jnp.float32), jnp.zeros((batch_size,), jnp.float32)
 
 
 def init_state(config, model, optimizer: optax.GradientTransformation, sharding=None) -> TrainState:
-  """Step 0: network parameters from the seed, EMA equal to them, fresh optimizer state; computed in one
-  compiled call, placed with ``sharding`` (e.g. `parallel.replicated`) when given."""
+    """Step 0: network parameters from the seed, EMA equal to them, fresh optimizer state; computed in one
+    compiled call, placed with ``sharding`` (e.g. `parallel.replicated`) when given."""
 
-  def init(key):
-    params_key, dropout_key = jax.random.split(key)
-    variables = model.init({"params": params_key, "dropout": dropout_key}, *example_input(config), train=False)
-    params = variables["params"]
-    # A separate copy for the EMA: the compiled step donates (reuses) the buffers of both.
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=jax.tree.map(jnp.copy, params),
-                      opt_state=optimizer.init(params))
+    def init(key):
+        params_key, dropout_key = jax.random.split(key)
+        variables = model.init({"params": params_key, "dropout": dropout_key}, *example_input(config), train=False)
+        params = variables["params"]
+        # A separate copy for the EMA: the compiled step donates (reuses) the buffers of both.
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            params_ema=jax.tree.map(jnp.copy, params),
+            opt_state=optimizer.init(params),
+        )
 
-  return jax.jit(init, out_shardings=sharding)(stream_key(config, _INIT))
+    return jax.jit(init, out_shardings=sharding)(stream_key(config, _INIT))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,81 +107,86 @@ LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 def make_loss_fn(config, model, *, train: bool) -> LossFn:
-  """The score-matching loss of config.training (core's losses.py) for the Flax network ``model``; the
-  network's output is cast to float32 (it may compute in bfloat16, config.model.dtype)."""
-  from score_sde import losses, score, sde as sde_lib
+    """The score-matching loss of config.training (core's losses.py) for the Flax network ``model``; the
+    network's output is cast to float32 (it may compute in bfloat16, config.model.dtype)."""
+    from score_sde import losses, score
+    from score_sde import sde as sde_lib
 
-  loss = losses.get_loss_fn(sde_lib.get_sde(config), continuous=config.training.continuous,
-                            reduce_mean=config.training.reduce_mean,
-                            likelihood_weighting=config.training.likelihood_weighting)
+    loss = losses.get_loss_fn(
+        sde_lib.get_sde(config),
+        continuous=config.training.continuous,
+        reduce_mean=config.training.reduce_mean,
+        likelihood_weighting=config.training.likelihood_weighting,
+    )
 
-  def loss_fn(params, key, x):
-    loss_key, dropout_key = jax.random.split(key)
-    model_fn = score.get_model_fn(model, {"params": params}, train=train, dropout_key=dropout_key)
-    return loss(lambda x, labels: model_fn(x, labels).astype(jnp.float32), loss_key, x)
+    def loss_fn(params, key, x):
+        loss_key, dropout_key = jax.random.split(key)
+        model_fn = score.get_model_fn(model, {"params": params}, train=train, dropout_key=dropout_key)
+        return loss(lambda x, labels: model_fn(x, labels).astype(jnp.float32), loss_key, x)
 
-  return loss_fn
+    return loss_fn
 
 
 def per_example_mean(loss_fn: LossFn, params, keys, x):
-  """Mean of ``loss_fn`` over the rows of x, row i drawing its randomness from keys[i]."""
-  return jnp.mean(jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x))
+    """Mean of ``loss_fn`` over the rows of x, row i drawing its randomness from keys[i]."""
+    return jnp.mean(jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x))
 
 
 def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax.Array):
-  """Returns ``train_fn(state, batches) -> (state, (losses, grad_norms))``, compiled, running one step per
-  leading entry of ``batches`` (n_steps, B, ...) (sharded over the batch axis, see
-  `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated."""
-  axis = parallel.AXIS
+    """Returns ``train_fn(state, batches) -> (state, (losses, grad_norms))``, compiled, running one step per
+    leading entry of ``batches`` (n_steps, B, ...) (sharded over the batch axis, see
+    `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated."""
+    axis = parallel.AXIS
 
-  def one_step(state: TrainState, x):
-    local_b = x.shape[0]
-    rows = jax.lax.axis_index(axis) * local_b + jnp.arange(local_b)
-    step_key = jax.random.fold_in(key, state.step)
-    keys = jax.vmap(lambda r: jax.random.fold_in(step_key, r))(rows)
-    # Differentiate with respect to a per-device copy of the parameters: the gradient of the local loss.
-    params = jax.lax.pcast(state.params, axis, to="varying")
-    loss, grads = jax.value_and_grad(per_example_mean, argnums=1)(loss_fn, params, keys, x)
-    grads = jax.lax.pmean(grads, axis)
-    loss = jax.lax.pmean(loss, axis)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    params_ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.params_ema, new_params)
-    new_state = TrainState(step=state.step + 1, params=new_params, params_ema=params_ema, opt_state=opt_state)
-    return new_state, (loss, optax.tree.norm(grads))
+    def one_step(state: TrainState, x):
+        local_b = x.shape[0]
+        rows = jax.lax.axis_index(axis) * local_b + jnp.arange(local_b)
+        step_key = jax.random.fold_in(key, state.step)
+        keys = jax.vmap(lambda r: jax.random.fold_in(step_key, r))(rows)
+        # Differentiate with respect to a per-device copy of the parameters: the gradient of the local loss.
+        params = jax.lax.pcast(state.params, axis, to="varying")
+        loss, grads = jax.value_and_grad(per_example_mean, argnums=1)(loss_fn, params, keys, x)
+        grads = jax.lax.pmean(grads, axis)
+        loss = jax.lax.pmean(loss, axis)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        params_ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.params_ema, new_params)
+        new_state = TrainState(step=state.step + 1, params=new_params, params_ema=params_ema, opt_state=opt_state)
+        return new_state, (loss, optax.tree.norm(grads))
 
-  def steps(state, batches):
-    if batches.shape[0] == 1:
-      state, metrics = one_step(state, batches[0])
-      return state, jax.tree.map(lambda m: m[None], metrics)
-    # XLA:CPU runs the convolutions of a loop body about 20x slower than the same ones outside a loop
-    # (measured on the digits config), so on the CPU the steps are unrolled instead.
-    return jax.lax.scan(one_step, state, batches, unroll=jax.default_backend() == "cpu")
+    def steps(state, batches):
+        if batches.shape[0] == 1:
+            state, metrics = one_step(state, batches[0])
+            return state, jax.tree.map(lambda m: m[None], metrics)
+        # XLA:CPU runs the convolutions of a loop body about 20x slower than the same ones outside a loop
+        # (measured on the digits config), so on the CPU the steps are unrolled instead.
+        return jax.lax.scan(one_step, state, batches, unroll=jax.default_backend() == "cpu")
 
-  spec = jax.sharding.PartitionSpec
-  sharded = jax.shard_map(steps, mesh=mesh, in_specs=(spec(), spec(None, axis)), out_specs=(spec(), spec()))
-  return jax.jit(sharded, donate_argnums=0)
+    spec = jax.sharding.PartitionSpec
+    sharded = jax.shard_map(steps, mesh=mesh, in_specs=(spec(), spec(None, axis)), out_specs=(spec(), spec()))
+    return jax.jit(sharded, donate_argnums=0)
 
 
 def make_eval_fn(loss_fn: LossFn, *, mesh):
-  """``eval_fn(params, key, x, mask) -> (sum of losses, number of rows)`` over the rows of a global
-  batch x (B, ...) where mask (B,) is true, both sharded over the batch axis (padding rows are masked)."""
-  axis = parallel.AXIS
-  spec = jax.sharding.PartitionSpec
+    """``eval_fn(params, key, x, mask) -> (sum of losses, number of rows)`` over the rows of a global
+    batch x (B, ...) where mask (B,) is true, both sharded over the batch axis (padding rows are masked)."""
+    axis = parallel.AXIS
+    spec = jax.sharding.PartitionSpec
 
-  def local(params, key, x, mask):
-    rows = jax.lax.axis_index(axis) * x.shape[0] + jnp.arange(x.shape[0])
-    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
-    losses = jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x)
-    return jax.lax.psum(jnp.sum(jnp.where(mask, losses, 0.0)), axis), jax.lax.psum(jnp.sum(mask), axis)
+    def local(params, key, x, mask):
+        rows = jax.lax.axis_index(axis) * x.shape[0] + jnp.arange(x.shape[0])
+        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
+        losses = jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x)
+        return jax.lax.psum(jnp.sum(jnp.where(mask, losses, 0.0)), axis), jax.lax.psum(jnp.sum(mask), axis)
 
-  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(), spec(axis), spec(axis)),
-                               out_specs=(spec(), spec())))
+    return jax.jit(
+        jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(), spec(axis), spec(axis)), out_specs=(spec(), spec()))
+    )
 
 
 def to_host(x) -> np.ndarray:
-  """A replicated array as numpy (works on every host of a multi-host run)."""
-  return np.asarray(x.addressable_data(0))
+    """A replicated array as numpy (works on every host of a multi-host run)."""
+    return np.asarray(x.addressable_data(0))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,175 +194,205 @@ def to_host(x) -> np.ndarray:
 
 
 def check_workdir(workdir: str) -> str:
-  """Creates ``workdir`` if needed; says clearly why it cannot be used."""
-  workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise NotADirectoryError(f"workdir {workdir} exists and is not a directory")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise OSError(f"cannot create workdir {workdir}: {e.strerror}") from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise PermissionError(f"workdir {workdir} is not writable")
-  return workdir
+    """Creates ``workdir`` if needed; says clearly why it cannot be used."""
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"workdir {workdir} exists and is not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create workdir {workdir}: {e.strerror}") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise PermissionError(f"workdir {workdir} is not writable")
+    return workdir
 
 
 def _check_same_model(saved, config, workdir):
-  """Refuses to resume checkpoints of a different network (their parameters would not fit)."""
-  if saved is None:
-    return
-  now = json.loads(config.model.to_json())
-  before = json.loads(saved.model.to_json()) if "model" in saved else {}
-  # Fields that change how the network is trained or run, not the shapes of its parameters.
-  free = ("ema_rate", "dtype", "dropout", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max")
-  differ = sorted(k for k in set(now) | set(before) if k not in free and now.get(k) != before.get(k))
-  if differ:
-    details = ", ".join(f"model.{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ)
-    raise ValueError(f"workdir {workdir} holds checkpoints of a different network ({details}); "
-                     "use another --workdir")
+    """Refuses to resume checkpoints of a different network (their parameters would not fit)."""
+    if saved is None:
+        return
+    now = json.loads(config.model.to_json())
+    before = json.loads(saved.model.to_json()) if "model" in saved else {}
+    # Fields that change how the network is trained or run, not the shapes of its parameters.
+    free = ("ema_rate", "dtype", "dropout", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max")
+    differ = sorted(k for k in set(now) | set(before) if k not in free and now.get(k) != before.get(k))
+    if differ:
+        details = ", ".join(f"model.{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ)
+        raise ValueError(
+            f"workdir {workdir} holds checkpoints of a different network ({details}); use another --workdir"
+        )
 
 
 class _Monitor:
-  """Console progress bar, TensorBoard and metrics.jsonl, on the first host only."""
+    """Console progress bar, TensorBoard and metrics.jsonl, on the first host only."""
 
-  def __init__(self, workdir: str, start: int, total: int, enabled: bool):
-    self.enabled = enabled
-    if not enabled:
-      return
-    import tensorboardX
-    import tqdm
+    def __init__(self, workdir: str, start: int, total: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        import tensorboardX
+        import tqdm
 
-    self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
-    self.metrics = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    # Redraw often on a terminal, rarely into a log file (where every redraw is a line).
-    interval = 0.5 if sys.stderr.isatty() else 60
-    self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1,
-                         mininterval=interval)
+        self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.metrics = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        # Redraw often on a terminal, rarely into a log file (where every redraw is a line).
+        interval = 0.5 if sys.stderr.isatty() else 60
+        self.bar = tqdm.tqdm(
+            total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1, mininterval=interval
+        )
 
-  def scalars(self, step: int, **values):
-    if not self.enabled:
-      return
-    for name, value in values.items():
-      self.writer.add_scalar(name, value, step)
-    self.metrics.write(json.dumps({"step": step, **values}) + "\n")
-    self.metrics.flush()
-    if "loss" in values:
-      self.bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
+    def scalars(self, step: int, **values):
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+        self.metrics.write(json.dumps({"step": step, **values}) + "\n")
+        self.metrics.flush()
+        if "loss" in values:
+            self.bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
 
-  def advance(self, n: int):
-    if self.enabled:
-      self.bar.update(n)
+    def advance(self, n: int):
+        if self.enabled:
+            self.bar.update(n)
 
-  def image(self, step: int, name: str, grid: np.ndarray):
-    if self.enabled:
-      self.writer.add_image(name, grid, step, dataformats="HWC")
+    def image(self, step: int, name: str, grid: np.ndarray):
+        if self.enabled:
+            self.writer.add_image(name, grid, step, dataformats="HWC")
 
-  def write(self, message: str):
-    if self.enabled:
-      self.bar.write(message)
+    def write(self, message: str):
+        if self.enabled:
+            self.bar.write(message)
 
-  def close(self):
-    if self.enabled:
-      self.bar.close()
-      self.writer.close()
-      self.metrics.close()
+    def close(self):
+        if self.enabled:
+            self.bar.close()
+            self.writer.close()
+            self.metrics.close()
 
 
 def _crossed(before: int, after: int, freq: int) -> bool:
-  """Whether a multiple of ``freq`` lies in (before, after]."""
-  return freq > 0 and after // freq > before // freq
+    """Whether a multiple of ``freq`` lies in (before, after]."""
+    return freq > 0 and after // freq > before // freq
 
 
-def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches, eval_loss_fn=None,
-                 eval_batch=None, sample_fn=None, mesh=None) -> TrainState:
-  """The training loop, resuming from the newest readable checkpoint in ``workdir``.
+def run_training(
+    config,
+    workdir: str,
+    *,
+    model,
+    loss_fn: LossFn,
+    train_batches,
+    eval_loss_fn=None,
+    eval_batch=None,
+    sample_fn=None,
+    mesh=None,
+) -> TrainState:
+    """The training loop, resuming from the newest readable checkpoint in ``workdir``.
 
-  ``train_batches(start_step)`` iterates over this host's rows of the global batches of steps
-  start_step, start_step + 1, ... (numpy, scaled to the model's range); ``eval_batch(step)`` (optional)
-  gives this host's rows of a test batch of the training batch size, for ``eval_loss_fn``;
-  ``sample_fn(params, key)`` (optional) returns (images in [0, 1] (N, H, W, C), nfe) for the sample
-  grids. Returns the final state.
-  """
-  training = config.training
-  workdir = check_workdir(workdir)
-  mesh = parallel.data_mesh() if mesh is None else mesh
-  batch_size = int(training.batch_size)
-  parallel.check_batch_size(batch_size, mesh)
-  n_iters, chunk = int(training.n_iters), max(1, int(training.n_jitted_steps))
-  is_main = jax.process_index() == 0
+    ``train_batches(start_step)`` iterates over this host's rows of the global batches of steps
+    start_step, start_step + 1, ... (numpy, scaled to the model's range); ``eval_batch(step)`` (optional)
+    gives this host's rows of a test batch of the training batch size, for ``eval_loss_fn``;
+    ``sample_fn(params, key)`` (optional) returns (images in [0, 1] (N, H, W, C), nfe) for the sample
+    grids. Returns the final state.
+    """
+    training = config.training
+    workdir = check_workdir(workdir)
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    batch_size = int(training.batch_size)
+    parallel.check_batch_size(batch_size, mesh)
+    n_iters, chunk = int(training.n_iters), max(1, int(training.n_jitted_steps))
+    is_main = jax.process_index() == 0
 
-  optimizer = get_optimizer(config)
-  checkpoints = ckpt_lib.TrainCheckpoints(workdir)
-  _check_same_model(checkpoints.saved_config(), config, workdir)
-  state = init_state(config, model, optimizer, parallel.replicated(mesh))
-  restored = checkpoints.restore_latest(ckpt_lib.abstract(
-      {"params": state.params, "params_ema": state.params_ema, "opt_state": state.opt_state}))
-  if restored is not None:
-    step, tree = restored
-    state = TrainState(step=parallel.put_replicated(jnp.int32(step), mesh), **tree)
-    log.info("resuming from step %d of %s", step, workdir)
-  start = int(to_host(state.step))
+    optimizer = get_optimizer(config)
+    checkpoints = ckpt_lib.TrainCheckpoints(workdir)
+    _check_same_model(checkpoints.saved_config(), config, workdir)
+    state = init_state(config, model, optimizer, parallel.replicated(mesh))
+    restored = checkpoints.restore_latest(
+        ckpt_lib.abstract({"params": state.params, "params_ema": state.params_ema, "opt_state": state.opt_state})
+    )
+    if restored is not None:
+        step, tree = restored
+        state = TrainState(step=parallel.put_replicated(jnp.int32(step), mesh), **tree)
+        log.info("resuming from step %d of %s", step, workdir)
+    start = int(to_host(state.step))
 
-  train_fn = make_train_fn(loss_fn, optimizer, ema_rate=float(config.model.ema_rate), mesh=mesh,
-                           key=stream_key(config, _TRAIN))
-  eval_fn = make_eval_fn(eval_loss_fn, mesh=mesh) if eval_batch is not None else None
-  batches = train_batches(start)
-  monitor = _Monitor(workdir, start, n_iters, is_main)
-  last_saved = restored[0] if restored is not None else None
+    train_fn = make_train_fn(
+        loss_fn, optimizer, ema_rate=float(config.model.ema_rate), mesh=mesh, key=stream_key(config, _TRAIN)
+    )
+    eval_fn = make_eval_fn(eval_loss_fn, mesh=mesh) if eval_batch is not None else None
+    batches = train_batches(start)
+    monitor = _Monitor(workdir, start, n_iters, is_main)
+    last_saved = restored[0] if restored is not None else None
 
-  def check(first_step: int, losses, grad_norms):
-    """Raises TrainingDiverged at the first non-finite loss or gradient of a chunk."""
-    losses, grad_norms = to_host(losses), to_host(grad_norms)
-    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
-    if bad.size:
-      s = first_step + int(bad[0]) + 1  # counted from 1, as in the logs
-      checkpoints.wait()
-      where = (f"the last good checkpoint is step {last_saved} in {workdir}" if last_saved is not None
-               else "no checkpoint was saved")
-      raise TrainingDiverged(f"training diverged at step {s}: loss {losses[bad[0]]}, gradient norm "
-                             f"{grad_norms[bad[0]]} ({where}; restarting resumes from it)")
-    return losses, grad_norms
+    def check(first_step: int, losses, grad_norms):
+        """Raises TrainingDiverged at the first non-finite loss or gradient of a chunk."""
+        losses, grad_norms = to_host(losses), to_host(grad_norms)
+        bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
+        if bad.size:
+            s = first_step + int(bad[0]) + 1  # counted from 1, as in the logs
+            checkpoints.wait()
+            where = (
+                f"the last good checkpoint is step {last_saved} in {workdir}"
+                if last_saved is not None
+                else "no checkpoint was saved"
+            )
+            raise TrainingDiverged(
+                f"training diverged at step {s}: loss {losses[bad[0]]}, gradient norm "
+                f"{grad_norms[bad[0]]} ({where}; restarting resumes from it)"
+            )
+        return losses, grad_norms
 
-  step = start
-  try:
-    while step < n_iters:
-      n = min(chunk, n_iters - step)
-      host = np.stack([next(batches) for _ in range(n)])
-      state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
-      losses, grad_norms = check(step, losses, grad_norms)
-      before, step = step, step + n
-      monitor.advance(n)
-      for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms)):  # the chunk's steps on log_freq
-        if (before + i + 1) % max(1, training.log_freq) == 0:
-          monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(grad_norm))
+    step = start
+    try:
+        while step < n_iters:
+            n = min(chunk, n_iters - step)
+            host = np.stack([next(batches) for _ in range(n)])
+            state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
+            losses, grad_norms = check(step, losses, grad_norms)
+            before, step = step, step + n
+            monitor.advance(n)
+            for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms)):  # the chunk's steps on log_freq
+                if (before + i + 1) % max(1, training.log_freq) == 0:
+                    monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(grad_norm))
 
-      if eval_fn is not None and _crossed(before, step, training.eval_freq):
-        rows = eval_batch(step)
-        x, mask = parallel.put_batch((rows, np.ones(len(rows), bool)), mesh, batch_size)
-        key = jax.random.fold_in(stream_key(config, _EVAL), step)
-        total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
-        monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
+            if eval_fn is not None and _crossed(before, step, training.eval_freq):
+                rows = eval_batch(step)
+                x, mask = parallel.put_batch((rows, np.ones(len(rows), bool)), mesh, batch_size)
+                key = jax.random.fold_in(stream_key(config, _EVAL), step)
+                total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
+                monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
 
-      kinds = [kind for kind, freq in ((ckpt_lib.PERIODIC, training.snapshot_freq),
-                                       (ckpt_lib.PREEMPTION, training.snapshot_freq_for_preemption))
-               if _crossed(before, step, freq)]
-      if step == n_iters:
-        kinds = [ckpt_lib.PERIODIC]
-      if kinds:
-        checkpoints.save(step, params=state.params, params_ema=state.params_ema, opt_state=state.opt_state,
-                         config=config, kinds=kinds)
-        last_saved = step
-      if sample_fn is not None and training.snapshot_sampling and ckpt_lib.PERIODIC in kinds:
-        images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, _SAMPLE), step))
-        images = _gather(images)
-        if is_main:
-          grid = save_grid(images, os.path.join(workdir, "samples", f"step_{step}.png"))
-          monitor.image(step, "samples", grid)
-    checkpoints.wait()
-  finally:
-    monitor.close()
-    checkpoints.close()
-  return state
+            kinds = [
+                kind
+                for kind, freq in (
+                    (ckpt_lib.PERIODIC, training.snapshot_freq),
+                    (ckpt_lib.PREEMPTION, training.snapshot_freq_for_preemption),
+                )
+                if _crossed(before, step, freq)
+            ]
+            if step == n_iters:
+                kinds = [ckpt_lib.PERIODIC]
+            if kinds:
+                checkpoints.save(
+                    step,
+                    params=state.params,
+                    params_ema=state.params_ema,
+                    opt_state=state.opt_state,
+                    config=config,
+                    kinds=kinds,
+                )
+                last_saved = step
+            if sample_fn is not None and training.snapshot_sampling and ckpt_lib.PERIODIC in kinds:
+                images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, _SAMPLE), step))
+                images = _gather(images)
+                if is_main:
+                    grid = save_grid(images, os.path.join(workdir, "samples", f"step_{step}.png"))
+                    monitor.image(step, "samples", grid)
+        checkpoints.wait()
+    finally:
+        monitor.close()
+        checkpoints.close()
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -361,16 +400,16 @@ def run_training(config, workdir: str, *, model, loss_fn: LossFn, train_batches,
 
 
 def save_grid(images: np.ndarray, path: str, min_size: int = 256) -> np.ndarray:
-  """Tiles images (N, H, W, C) in [0, 1] into one PNG (written atomically), enlarged by an integer factor
-  (nearest neighbour) to at least ``min_size`` pixels wide so that small images can be seen. Returns
-  the grid (uint8, before enlarging)."""
-  from score_sde.evaluation import images as images_lib
+    """Tiles images (N, H, W, C) in [0, 1] into one PNG (written atomically), enlarged by an integer factor
+    (nearest neighbour) to at least ``min_size`` pixels wide so that small images can be seen. Returns
+    the grid (uint8, before enlarging)."""
+    from score_sde.evaluation import images as images_lib
 
-  grid = images_lib.image_grid(np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8))
-  factor = max(1, -(-min_size // grid.shape[1]))
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  images_lib.save_png(path, np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1))
-  return grid
+    grid = images_lib.image_grid(np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8))
+    factor = max(1, -(-min_size // grid.shape[1]))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    images_lib.save_png(path, np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1))
+    return grid
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,58 +417,72 @@ def save_grid(images: np.ndarray, path: str, min_size: int = 256) -> np.ndarray:
 
 
 def train(config, workdir: str) -> TrainState:
-  """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
-  from score_sde import data as data_lib
-  from score_sde import models
+    """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
+    from score_sde import data as data_lib
+    from score_sde import models
 
-  parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
-  model = models.get_model(config)
-  train_source = data_lib.get_source(config, "train")
-  test_source = data_lib.get_source(config, "test")
-  batch_size = int(config.training.batch_size)
+    parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
+    model = models.get_model(config)
+    train_source = data_lib.get_source(config, "train")
+    test_source = data_lib.get_source(config, "test")
+    batch_size = int(config.training.batch_size)
 
-  def train_batches(start: int):
-    for batch in data_lib.train_batches(train_source, config, start_step=start):
-      yield batch["image"]
+    def train_batches(start: int):
+        for batch in data_lib.train_batches(train_source, config, start_step=start):
+            yield batch["image"]
 
-  test_batches = data_lib.train_dataset(test_source, config)  # random access by step, as the training data
+    test_batches = data_lib.train_dataset(test_source, config)  # random access by step, as the training data
 
-  def eval_batch(step: int):
-    return test_batches[step]["image"]
+    def eval_batch(step: int):
+        return test_batches[step]["image"]
 
-  sample_fn = None
-  if config.training.snapshot_sampling:
-    sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
-  return run_training(config, workdir, model=model, loss_fn=make_loss_fn(config, model, train=True),
-                      train_batches=train_batches, eval_loss_fn=make_loss_fn(config, model, train=False),
-                      eval_batch=eval_batch, sample_fn=sample_fn)
+    sample_fn = None
+    if config.training.snapshot_sampling:
+        sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
+    return run_training(
+        config,
+        workdir,
+        model=model,
+        loss_fn=make_loss_fn(config, model, train=True),
+        train_batches=train_batches,
+        eval_loss_fn=make_loss_fn(config, model, train=False),
+        eval_batch=eval_batch,
+        sample_fn=sample_fn,
+    )
 
 
 def score_fn_for(config, model, params):
-  """score_fn(x, t) of the network ``model`` with ``params``, as config.training trained it."""
-  from score_sde import score, sde as sde_lib
+    """score_fn(x, t) of the network ``model`` with ``params``, as config.training trained it."""
+    from score_sde import score
+    from score_sde import sde as sde_lib
 
-  model_fn = score.get_model_fn(model, {"params": params})
-  return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
+    model_fn = score.get_model_fn(model, {"params": params})
+    return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
 
 
 def make_sample_fn(config, model, *, num_samples: int, mesh=None):
-  """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
-  sampler, the batch split over the devices of ``mesh`` (default: every device)."""
-  from score_sde import data as data_lib, sampling, sde as sde_lib
+    """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
+    sampler, the batch split over the devices of ``mesh`` (default: every device)."""
+    from score_sde import data as data_lib
+    from score_sde import sampling
+    from score_sde import sde as sde_lib
 
-  mesh = parallel.data_mesh() if mesh is None else mesh
-  parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
-  shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
-  sampling_fn = sampling.get_sampling_fn(config, sde_lib.get_sde(config), shape,
-                                         data_lib.get_data_inverse_scaler(config),
-                                         sharding=parallel.batch_sharding(mesh))
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
+    shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
+    sampling_fn = sampling.get_sampling_fn(
+        config,
+        sde_lib.get_sde(config),
+        shape,
+        data_lib.get_data_inverse_scaler(config),
+        sharding=parallel.batch_sharding(mesh),
+    )
 
-  def sample_fn(params, key):
-    images, nfe = sampling_fn(key, score_fn_for(config, model, params))
-    return jnp.clip(images, 0.0, 1.0), nfe
+    def sample_fn(params, key):
+        images, nfe = sampling_fn(key, score_fn_for(config, model, params))
+        return jnp.clip(images, 0.0, 1.0), nfe
 
-  return sample_fn
+    return sample_fn
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -437,181 +490,200 @@ def make_sample_fn(config, model, *, num_samples: int, mesh=None):
 
 
 def load_for_eval(model_path: str, overrides=()):
-  """(network, EMA parameters, config, step) of a workdir or checkpoint (see checkpoints.load_model),
-  with ``overrides`` ("a.b=value") applied to its saved config."""
-  from score_sde import cli, models
+    """(network, EMA parameters, config, step) of a workdir or checkpoint (see checkpoints.load_model),
+    with ``overrides`` ("a.b=value") applied to its saved config."""
+    from score_sde import cli, models
 
-  _, params_ema, config = ckpt_lib.load_model(model_path)
-  config = cli.with_overrides(config, overrides)
-  step = _checkpoint_step(model_path)
-  return models.get_model(config), params_ema, config, step
+    _, params_ema, config = ckpt_lib.load_model(model_path)
+    config = cli.with_overrides(config, overrides)
+    step = _checkpoint_step(model_path)
+    return models.get_model(config), params_ema, config, step
 
 
 def _checkpoint_step(model_path: str):
-  """The training step of a workdir (its newest checkpoint) or of WORKDIR/<kind>/<step>; else None."""
-  path = os.path.abspath(model_path)
-  if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)) or os.path.isdir(os.path.join(path, ckpt_lib.PREEMPTION)):
-    steps = ckpt_lib.TrainCheckpoints(path).steps()
-    return steps[0][0] if steps else None
-  name = os.path.basename(path.rstrip(os.sep))
-  return int(name) if name.isdigit() else None
+    """The training step of a workdir (its newest checkpoint) or of WORKDIR/<kind>/<step>; else None."""
+    path = os.path.abspath(model_path)
+    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)) or os.path.isdir(os.path.join(path, ckpt_lib.PREEMPTION)):
+        steps = ckpt_lib.TrainCheckpoints(path).steps()
+        return steps[0][0] if steps else None
+    name = os.path.basename(path.rstrip(os.sep))
+    return int(name) if name.isdigit() else None
 
 
 def _result_dir(model_path: str, out) -> str:
-  if out is not None:
-    return out
-  path = os.path.abspath(model_path)
-  if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)):
-    return os.path.join(path, "eval")
-  raise ValueError(f"--out is required: {model_path} is not a training workdir")
+    if out is not None:
+        return out
+    path = os.path.abspath(model_path)
+    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)):
+        return os.path.join(path, "eval")
+    raise ValueError(f"--out is required: {model_path} is not a training workdir")
 
 
 def _named(stem: str, step) -> str:
-  return f"{stem}.json" if step is None else f"{stem}_{step}.json"
+    return f"{stem}.json" if step is None else f"{stem}_{step}.json"
 
 
 def _write_json(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=2)
-  os.replace(tmp, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
 
 
 def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
-  """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
-  Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step). Returns {"loss", "count", "step"}."""
-  from score_sde import data as data_lib
+    """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
+    Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step).
+    Returns {"loss", "count", "step"}."""
+    from score_sde import data as data_lib
 
-  model, params, config, step = load_for_eval(model_path, overrides)
-  mesh = parallel.data_mesh()
-  batch_size = int(config.eval.batch_size)
-  parallel.check_batch_size(batch_size, mesh, "config.eval.batch_size")
-  eval_fn = make_eval_fn(make_loss_fn(config, model, train=False), mesh=mesh)
-  params = parallel.put_replicated(params, mesh)
-  total, count = 0.0, 0
-  source = data_lib.get_source(config, "test")
-  for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config)):
-    x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
-    s, n = eval_fn(params, jax.random.fold_in(stream_key(config, _EVAL), i), x, mask)
-    total, count = total + float(to_host(s)), count + int(to_host(n))
-  result = {"loss": total / count, "count": count, "step": step}
-  if jax.process_index() == 0:
-    _write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
-  return result
+    model, params, config, step = load_for_eval(model_path, overrides)
+    mesh = parallel.data_mesh()
+    batch_size = int(config.eval.batch_size)
+    parallel.check_batch_size(batch_size, mesh, "config.eval.batch_size")
+    eval_fn = make_eval_fn(make_loss_fn(config, model, train=False), mesh=mesh)
+    params = parallel.put_replicated(params, mesh)
+    total, count = 0.0, 0
+    source = data_lib.get_source(config, "test")
+    for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config)):
+        x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
+        s, n = eval_fn(params, jax.random.fold_in(stream_key(config, _EVAL), i), x, mask)
+        total, count = total + float(to_host(s)), count + int(to_host(n))
+    result = {"loss": total / count, "count": count, "step": step}
+    if jax.process_index() == 0:
+        _write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
+    return result
 
 
 def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=None, batch_size=None, seed=0) -> dict:
-  """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
-  OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
-  comes from the key fold_in(PRNGKey(seed), i): a restarted command keeps the shards already written
-  and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
-  OUT, whose shards `score-sde fid` reads)."""
-  model, params, config, step = load_for_eval(model_path, overrides)
-  num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
-  batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
-  if num_samples <= 0 or batch_size <= 0:
-    raise ValueError(f"--num-samples ({num_samples}) and --batch-size ({batch_size}) must be positive")
-  batch_size = min(batch_size, num_samples)
-  os.makedirs(out, exist_ok=True)
-  meta = {"model": os.path.abspath(model_path), "step": step, "seed": seed, "batch_size": batch_size,
-          "sampling": json.loads(config.sampling.to_json()), "sde": config.training.sde}
-  meta_path = os.path.join(out, "samples.json")
-  if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      before = json.load(f)
-    if {k: v for k, v in before.items() if k != "num_samples"} != meta:
-      raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
-  if jax.process_index() == 0:
-    _write_json(meta_path, {**meta, "num_samples": num_samples})
-    for name in os.listdir(out):  # left by a killed run
-      if ".npz.tmp" in name:
-        os.remove(os.path.join(out, name))
-
-  mesh = parallel.data_mesh()
-  sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
-  params = parallel.put_replicated(params, mesh)
-  num_shards = -(-num_samples // batch_size)
-  nfe = None
-  bar = _progress(num_shards, "shards")
-  for i in range(num_shards):
-    path = os.path.join(out, f"samples_{i:05d}.npz")
-    if os.path.exists(path):  # written by an earlier run of this command
-      bar.update(1)
-      continue
-    images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
-    images = _gather(images)[: num_samples - i * batch_size]
+    """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
+    OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
+    comes from the key fold_in(PRNGKey(seed), i): a restarted command keeps the shards already written
+    and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
+    OUT, whose shards `score-sde fid` reads)."""
+    model, params, config, step = load_for_eval(model_path, overrides)
+    num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
+    batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
+    if num_samples <= 0 or batch_size <= 0:
+        raise ValueError(f"--num-samples ({num_samples}) and --batch-size ({batch_size}) must be positive")
+    batch_size = min(batch_size, num_samples)
+    os.makedirs(out, exist_ok=True)
+    meta = {
+        "model": os.path.abspath(model_path),
+        "step": step,
+        "seed": seed,
+        "batch_size": batch_size,
+        "sampling": json.loads(config.sampling.to_json()),
+        "sde": config.training.sde,
+    }
+    meta_path = os.path.join(out, "samples.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            before = json.load(f)
+        if {k: v for k, v in before.items() if k != "num_samples"} != meta:
+            raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
     if jax.process_index() == 0:
-      _save_npz(path, samples=np.round(images * 255).astype(np.uint8))
-    bar.update(1)
-  bar.close()
-  if jax.process_index() == 0:
-    first = np.concatenate([np.load(os.path.join(out, f"samples_{i:05d}.npz"))["samples"]
-                            for i in range(min(num_shards, -(-64 // batch_size)))])[:64]
-    save_grid(first / 255.0, _grid_path(out))
-  return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
+        _write_json(meta_path, {**meta, "num_samples": num_samples})
+        for name in os.listdir(out):  # left by a killed run
+            if ".npz.tmp" in name:
+                os.remove(os.path.join(out, name))
+
+    mesh = parallel.data_mesh()
+    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
+    params = parallel.put_replicated(params, mesh)
+    num_shards = -(-num_samples // batch_size)
+    nfe = None
+    bar = _progress(num_shards, "shards")
+    for i in range(num_shards):
+        path = os.path.join(out, f"samples_{i:05d}.npz")
+        if os.path.exists(path):  # written by an earlier run of this command
+            bar.update(1)
+            continue
+        images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
+        images = _gather(images)[: num_samples - i * batch_size]
+        if jax.process_index() == 0:
+            _save_npz(path, samples=np.round(images * 255).astype(np.uint8))
+        bar.update(1)
+    bar.close()
+    if jax.process_index() == 0:
+        first = np.concatenate(
+            [
+                np.load(os.path.join(out, f"samples_{i:05d}.npz"))["samples"]
+                for i in range(min(num_shards, -(-64 // batch_size)))
+            ]
+        )[:64]
+        save_grid(first / 255.0, _grid_path(out))
+    return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
 
 
 def evaluate_bpd(model_path: str, *, overrides=(), split=None, num_batches=None, batch_size=None, out=None) -> dict:
-  """Bits/dim of the split (default config.eval.bpd_dataset) under the probability-flow ODE (core's
-  likelihood, Hutchinson-Skilling divergence, RK45), on uniformly dequantised data; each example once.
-  Written to OUT/bpd_<split>_<step>.json. Returns {"bpd", "bpd_stderr", "count", "split", "step"}."""
-  from score_sde import data as data_lib, likelihood, sde as sde_lib
+    """Bits/dim of the split (default config.eval.bpd_dataset) under the probability-flow ODE (core's
+    likelihood, Hutchinson-Skilling divergence, RK45), on uniformly dequantised data; each example once.
+    Written to OUT/bpd_<split>_<step>.json. Returns {"bpd", "bpd_stderr", "count", "split", "step"}."""
+    from score_sde import data as data_lib
+    from score_sde import likelihood
+    from score_sde import sde as sde_lib
 
-  model, params, config, step = load_for_eval(model_path, overrides)
-  split = str(config.eval.bpd_dataset if split is None else split).lower()
-  mesh = parallel.data_mesh()
-  batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
-  parallel.check_batch_size(batch_size, mesh, "the likelihood batch size")
-  likelihood_fn = likelihood.get_likelihood_fn(sde_lib.get_sde(config), data_lib.get_data_inverse_scaler(config),
-                                               sharding=parallel.batch_sharding(mesh))
-  score_fn = score_fn_for(config, model, parallel.put_replicated(params, mesh))
-  source = data_lib.get_source(config, split)
-  bpds = []
-  total = -(-len(source) // batch_size) if num_batches is None else min(num_batches, -(-len(source) // batch_size))
-  bar = _progress(total, "batches")
-  for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config, dequantize=True)):
-    if i == total:
-      break
-    x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
-    bpd, _, _ = likelihood_fn(jax.random.fold_in(stream_key(config, _EVAL), i), score_fn, x)
-    bpds.append(_gather(bpd)[_gather(mask)])
-    bar.update(1)
-  bar.close()
-  bpds = np.concatenate(bpds)
-  result = {"bpd": float(bpds.mean()), "bpd_stderr": float(bpds.std(ddof=1) / np.sqrt(len(bpds))) if len(bpds) > 1 else 0.0,
-            "count": int(len(bpds)), "split": split, "step": step}
-  if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
-    _write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
-  return result
+    model, params, config, step = load_for_eval(model_path, overrides)
+    split = str(config.eval.bpd_dataset if split is None else split).lower()
+    mesh = parallel.data_mesh()
+    batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
+    parallel.check_batch_size(batch_size, mesh, "the likelihood batch size")
+    likelihood_fn = likelihood.get_likelihood_fn(
+        sde_lib.get_sde(config), data_lib.get_data_inverse_scaler(config), sharding=parallel.batch_sharding(mesh)
+    )
+    score_fn = score_fn_for(config, model, parallel.put_replicated(params, mesh))
+    source = data_lib.get_source(config, split)
+    bpds = []
+    total = -(-len(source) // batch_size) if num_batches is None else min(num_batches, -(-len(source) // batch_size))
+    bar = _progress(total, "batches")
+    for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config, dequantize=True)):
+        if i == total:
+            break
+        x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
+        bpd, _, _ = likelihood_fn(jax.random.fold_in(stream_key(config, _EVAL), i), score_fn, x)
+        bpds.append(_gather(bpd)[_gather(mask)])
+        bar.update(1)
+    bar.close()
+    bpds = np.concatenate(bpds)
+    result = {
+        "bpd": float(bpds.mean()),
+        "bpd_stderr": float(bpds.std(ddof=1) / np.sqrt(len(bpds))) if len(bpds) > 1 else 0.0,
+        "count": int(len(bpds)),
+        "split": split,
+        "step": step,
+    }
+    if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
+        _write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
+    return result
 
 
 def _grid_path(out: str) -> str:
-  return os.path.abspath(out).rstrip(os.sep) + ".png"
+    return os.path.abspath(out).rstrip(os.sep) + ".png"
 
 
 def _gather(x) -> np.ndarray:
-  """A global array as numpy on every host."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  from jax.experimental import multihost_utils
+    """A global array as numpy on every host."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
 
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _save_npz(path: str, **arrays) -> None:
-  """np.savez, atomically: a kill leaves no file or the complete one (and maybe a PATH.tmp* file, which
-  `sample_to_shards` removes and readers of *.npz ignore)."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, path)
+    """np.savez, atomically: a kill leaves no file or the complete one (and maybe a PATH.tmp* file, which
+    `sample_to_shards` removes and readers of *.npz ignore)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
 
 
 def _progress(total: int, unit: str):
-  import tqdm
+    import tqdm
 
-  return tqdm.tqdm(total=total, unit=unit, dynamic_ncols=True, disable=jax.process_index() != 0)
+    return tqdm.tqdm(total=total, unit=unit, dynamic_ncols=True, disable=jax.process_index() != 0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -623,33 +695,42 @@ QUICKSTART_BPD_BATCHES = 2  # 128 of the 297 test digits: the ODE likelihood is 
 
 
 def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
-  """Trains the small digits model (configs/small/digits.py), samples a grid with the PC sampler
-  (reverse diffusion + Langevin) and one with the probability-flow ODE (RK45), and computes bits/dim on
-  128 images of the test split. Everything lands in ``workdir``; rerunning resumes / reuses what is there."""
-  from score_sde import cli
+    """Trains the small digits model (configs/small/digits.py), samples a grid with the PC sampler
+    (reverse diffusion + Langevin) and one with the probability-flow ODE (RK45), and computes bits/dim on
+    128 images of the test split. Everything lands in ``workdir``; rerunning resumes / reuses what is there."""
+    from score_sde import cli
 
-  config = cli.load_config(QUICKSTART_CONFIG, overrides)
-  t0 = time.time()
-  train(config, workdir)
-  results = {"train_seconds": round(time.time() - t0, 1)}
-  samplers = {"pc": ["sampling.method=pc", "sampling.predictor=reverse_diffusion", "sampling.corrector=langevin"],
-              "ode": ["sampling.method=ode"]}
-  for name, sampler in samplers.items():
+    config = cli.load_config(QUICKSTART_CONFIG, overrides)
     t0 = time.time()
-    done = sample_to_shards(workdir, os.path.join(workdir, f"samples_{name}"), overrides=[*overrides, *sampler],
-                            num_samples=64, batch_size=64)
-    results[f"{name}_nfe"] = done["nfe"]
-    results[f"{name}_grid"] = _grid_path(os.path.join(workdir, f"samples_{name}"))
-    results[f"{name}_seconds"] = round(time.time() - t0, 1)
-  t0 = time.time()
-  bpd = evaluate_bpd(workdir, overrides=overrides, split="test", num_batches=QUICKSTART_BPD_BATCHES)
-  results.update(bpd=bpd["bpd"], bpd_stderr=bpd["bpd_stderr"], bpd_seconds=round(time.time() - t0, 1))
-  if jax.process_index() == 0:
-    print(f"\nquickstart results in {os.path.abspath(workdir)}:\n"
-          f"  training ({config.training.n_iters} steps): {results['train_seconds']} s, "
-          f"TensorBoard logs in {os.path.join(workdir, 'tensorboard')}\n"
-          f"  PC sampler  ({results['pc_nfe']} network evaluations): {results['pc_grid']}\n"
-          f"  ODE sampler ({results['ode_nfe']} network evaluations): {results['ode_grid']}\n"
-          f"  test bits/dim: {bpd['bpd']:.3f} ± {bpd['bpd_stderr']:.3f} over {bpd['count']} images")
-    _write_json(os.path.join(workdir, "quickstart.json"), results)
-  return results
+    train(config, workdir)
+    results = {"train_seconds": round(time.time() - t0, 1)}
+    samplers = {
+        "pc": ["sampling.method=pc", "sampling.predictor=reverse_diffusion", "sampling.corrector=langevin"],
+        "ode": ["sampling.method=ode"],
+    }
+    for name, sampler in samplers.items():
+        t0 = time.time()
+        done = sample_to_shards(
+            workdir,
+            os.path.join(workdir, f"samples_{name}"),
+            overrides=[*overrides, *sampler],
+            num_samples=64,
+            batch_size=64,
+        )
+        results[f"{name}_nfe"] = done["nfe"]
+        results[f"{name}_grid"] = _grid_path(os.path.join(workdir, f"samples_{name}"))
+        results[f"{name}_seconds"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    bpd = evaluate_bpd(workdir, overrides=overrides, split="test", num_batches=QUICKSTART_BPD_BATCHES)
+    results.update(bpd=bpd["bpd"], bpd_stderr=bpd["bpd_stderr"], bpd_seconds=round(time.time() - t0, 1))
+    if jax.process_index() == 0:
+        print(
+            f"\nquickstart results in {os.path.abspath(workdir)}:\n"
+            f"  training ({config.training.n_iters} steps): {results['train_seconds']} s, "
+            f"TensorBoard logs in {os.path.join(workdir, 'tensorboard')}\n"
+            f"  PC sampler  ({results['pc_nfe']} network evaluations): {results['pc_grid']}\n"
+            f"  ODE sampler ({results['ode_nfe']} network evaluations): {results['ode_grid']}\n"
+            f"  test bits/dim: {bpd['bpd']:.3f} ± {bpd['bpd_stderr']:.3f} over {bpd['count']} images"
+        )
+        _write_json(os.path.join(workdir, "quickstart.json"), results)
+    return results

@@ -14,136 +14,189 @@ TINY = ["model.nf=8", "model.num_scales=4", "training.batch_size=8"]
 
 
 def run_cli(argv, capsys):
-  status = cli.main(argv)
-  out, err = capsys.readouterr()
-  return status, out, err
+    status = cli.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 @pytest.mark.parametrize("command", [c.name for c in cli.COMMANDS])
 def test_every_command_has_help(command, capsys):
-  with pytest.raises(SystemExit) as e:
-    cli.main([command, "--help"])
-  assert e.value.code == 0
-  out = capsys.readouterr().out
-  assert out.startswith(f"usage: score-sde {command}")
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: score-sde {command}")
 
 
 def test_bad_config_key_on_command_line(tmp_path, capsys):
-  status, _, err = run_cli(["train", "--config", "configs/small/digits.py", "--config.training.batch_sise=8",
-                            "--workdir", str(tmp_path / "w")], capsys)
-  assert status == 1
-  assert "unknown config key 'training.batch_sise'; did you mean training.batch_size" in err
-  assert not (tmp_path / "w").exists()  # nothing started
+    status, _, err = run_cli(
+        [
+            "train",
+            "--config",
+            "configs/small/digits.py",
+            "--config.training.batch_sise=8",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capsys,
+    )
+    assert status == 1
+    assert "unknown config key 'training.batch_sise'; did you mean training.batch_size" in err
+    assert not (tmp_path / "w").exists()  # nothing started
 
 
 def test_bad_config_value_on_command_line(tmp_path, capsys):
-  status, _, err = run_cli(["train", "--config", "configs/small/digits.py", "--config.training.n_iters", "ten",
-                            "--workdir", str(tmp_path / "w")], capsys)
-  assert status == 1 and "bad value 'ten' for config key 'training.n_iters' (int expected)" in err
+    status, _, err = run_cli(
+        [
+            "train",
+            "--config",
+            "configs/small/digits.py",
+            "--config.training.n_iters",
+            "ten",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capsys,
+    )
+    assert status == 1 and "bad value 'ten' for config key 'training.n_iters' (int expected)" in err
 
 
 def test_missing_config_file(tmp_path, capsys):
-  status, _, err = run_cli(["train", "--config", "configs/nope.py", "--workdir", str(tmp_path)], capsys)
-  assert status == 1 and "config file not found: configs/nope.py" in err
+    status, _, err = run_cli(["train", "--config", "configs/nope.py", "--workdir", str(tmp_path)], capsys)
+    assert status == 1 and "config file not found: configs/nope.py" in err
 
 
 def test_workdir_that_is_a_file(tmp_path, capsys):
-  (tmp_path / "file").write_text("x")
-  status, _, err = run_cli(["train", "--config", "configs/small/digits.py", "--workdir", str(tmp_path / "file")],
-                           capsys)
-  assert status == 1 and f"workdir {tmp_path / 'file'} exists and is not a directory" in err
+    (tmp_path / "file").write_text("x")
+    status, _, err = run_cli(
+        ["train", "--config", "configs/small/digits.py", "--workdir", str(tmp_path / "file")], capsys
+    )
+    assert status == 1 and f"workdir {tmp_path / 'file'} exists and is not a directory" in err
 
 
 def test_resume_without_config_needs_checkpoints(tmp_path, capsys):
-  status, _, err = run_cli(["train", "--workdir", str(tmp_path / "empty")], capsys)
-  assert status == 1 and "--config is required" in err
+    status, _, err = run_cli(["train", "--workdir", str(tmp_path / "empty")], capsys)
+    assert status == 1 and "--config is required" in err
 
 
 def test_batch_not_divisible_by_devices(tmp_path, capsys):
-  status, _, err = run_cli(["train", "--config", "configs/small/digits.py", "--config.training.batch_size=12",
-                            "--workdir", str(tmp_path / "w")], capsys)
-  assert status == 1 and "config.training.batch_size=12 is not divisible by the number of devices (8)" in err
+    status, _, err = run_cli(
+        [
+            "train",
+            "--config",
+            "configs/small/digits.py",
+            "--config.training.batch_size=12",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capsys,
+    )
+    assert status == 1 and "config.training.batch_size=12 is not divisible by the number of devices (8)" in err
 
 
 def test_workdir_of_another_network(tmp_path, capsys):
-  config = cli.load_config("configs/small/digits.py", TINY)
-  store = checkpoints.TrainCheckpoints(str(tmp_path))
-  w = {"w": np.zeros(1, np.float32)}
-  store.save(1, params=w, params_ema=w, opt_state=w, config=config)
-  store.wait()
-  status, _, err = run_cli(["train", "--config", "configs/small/digits.py", "--workdir", str(tmp_path),
-                            "--config.model.nf=16", "--config.model.num_scales=4"], capsys)
-  assert status == 1 and "holds checkpoints of a different network (model.nf: 8 there, 16 now);" in err
+    config = cli.load_config("configs/small/digits.py", TINY)
+    store = checkpoints.TrainCheckpoints(str(tmp_path))
+    w = {"w": np.zeros(1, np.float32)}
+    store.save(1, params=w, params_ema=w, opt_state=w, config=config)
+    store.wait()
+    status, _, err = run_cli(
+        [
+            "train",
+            "--config",
+            "configs/small/digits.py",
+            "--workdir",
+            str(tmp_path),
+            "--config.model.nf=16",
+            "--config.model.num_scales=4",
+        ],
+        capsys,
+    )
+    assert status == 1 and "holds checkpoints of a different network (model.nf: 8 there, 16 now);" in err
 
 
 def _tiny_model_checkpoint(path):
-  """A model checkpoint of a narrow digits DDPM++ with random weights (drawn with numpy: compiling the
-  network's init costs more CPU than the whole test)."""
-  config = cli.load_config("configs/small/digits.py", TINY)
-  model = models.get_model(config)
-  shapes = jax.eval_shape(model.init, {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
-                          *train.example_input(config))["params"]
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-  checkpoints.save_model(str(path), params=params, params_ema=params, config=config)
-  return config
+    """A model checkpoint of a narrow digits DDPM++ with random weights (drawn with numpy: compiling the
+    network's init costs more CPU than the whole test)."""
+    config = cli.load_config("configs/small/digits.py", TINY)
+    model = models.get_model(config)
+    shapes = jax.eval_shape(
+        model.init, {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, *train.example_input(config)
+    )["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    checkpoints.save_model(str(path), params=params, params_ema=params, config=config)
+    return config
 
 
 def test_corrupt_model_checkpoint(tmp_path, capsys):
-  w = {"w": np.zeros(4, np.float32)}
-  checkpoints.save_model(str(tmp_path / "ckpt"), params=w, params_ema=w,
-                         config=cli.load_config("configs/small/digits.py"))
-  for root, _, files in os.walk(tmp_path / "ckpt" / "model"):
-    for name in files:
-      if os.path.basename(root) == "d":
-        with open(os.path.join(root, name), "r+b") as f:
-          f.truncate(5)
-  status, _, err = run_cli(["sample", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "s")], capsys)
-  assert status == 1 and f"model checkpoint {tmp_path / 'ckpt'} is corrupt or incomplete" in err
+    w = {"w": np.zeros(4, np.float32)}
+    checkpoints.save_model(
+        str(tmp_path / "ckpt"), params=w, params_ema=w, config=cli.load_config("configs/small/digits.py")
+    )
+    for root, _, files in os.walk(tmp_path / "ckpt" / "model"):
+        for name in files:
+            if os.path.basename(root) == "d":
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(5)
+    status, _, err = run_cli(["sample", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "s")], capsys)
+    assert status == 1 and f"model checkpoint {tmp_path / 'ckpt'} is corrupt or incomplete" in err
 
 
 def test_missing_model_checkpoint(tmp_path, capsys):
-  status, _, err = run_cli(["likelihood", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path)], capsys)
-  assert status == 1 and f"{tmp_path / 'nothing'} is not a model checkpoint" in err
+    status, _, err = run_cli(["likelihood", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path)], capsys)
+    assert status == 1 and f"{tmp_path / 'nothing'} is not a model checkpoint" in err
 
 
 def test_sample_shards_resume(tmp_path, capsys):
-  """Three shards of 8 with a fixed-step ODE; delete the second and leave a stray temp file as a kill
-  would: the rerun rewrites exactly that shard, identical to the first run's, and keeps the others."""
-  _tiny_model_checkpoint(tmp_path / "ckpt")
-  argv = ["sample", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "s"), "--num-samples", "20",
-          "--batch-size", "8", "--config.sampling.method=ode", "--config.sampling.ode_method=euler",
-          "--config.sampling.ode_steps=3"]
-  status, out, err = run_cli(argv, capsys)
-  assert status == 0, err
-  shards = sorted(p for p in os.listdir(tmp_path / "s") if p.endswith(".npz"))
-  assert shards == ["samples_00000.npz", "samples_00001.npz", "samples_00002.npz"]
-  first = {p: np.load(tmp_path / "s" / p)["samples"] for p in shards}
-  assert [len(v) for v in first.values()] == [8, 8, 4] and all(v.dtype == np.uint8 for v in first.values())
-  assert not np.array_equal(first[shards[0]], first[shards[1]])  # each shard has its own randomness
-  assert (tmp_path / "s.png").is_file()
+    """Three shards of 8 with a fixed-step ODE; delete the second and leave a stray temp file as a kill
+    would: the rerun rewrites exactly that shard, identical to the first run's, and keeps the others."""
+    _tiny_model_checkpoint(tmp_path / "ckpt")
+    argv = [
+        "sample",
+        "--model",
+        str(tmp_path / "ckpt"),
+        "--out",
+        str(tmp_path / "s"),
+        "--num-samples",
+        "20",
+        "--batch-size",
+        "8",
+        "--config.sampling.method=ode",
+        "--config.sampling.ode_method=euler",
+        "--config.sampling.ode_steps=3",
+    ]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    shards = sorted(p for p in os.listdir(tmp_path / "s") if p.endswith(".npz"))
+    assert shards == ["samples_00000.npz", "samples_00001.npz", "samples_00002.npz"]
+    first = {p: np.load(tmp_path / "s" / p)["samples"] for p in shards}
+    assert [len(v) for v in first.values()] == [8, 8, 4] and all(v.dtype == np.uint8 for v in first.values())
+    assert not np.array_equal(first[shards[0]], first[shards[1]])  # each shard has its own randomness
+    assert (tmp_path / "s.png").is_file()
 
-  os.remove(tmp_path / "s" / shards[1])
-  (tmp_path / "s" / "samples_00001.npz.tmp123").write_bytes(b"partial")
-  stamp = os.stat(tmp_path / "s" / shards[2]).st_mtime_ns
-  status, _, err = run_cli(argv, capsys)
-  assert status == 0, err
-  np.testing.assert_array_equal(np.load(tmp_path / "s" / shards[1])["samples"], first[shards[1]])
-  assert os.stat(tmp_path / "s" / shards[2]).st_mtime_ns == stamp  # kept, not redrawn
-  assert sorted(os.listdir(tmp_path / "s")) == ["samples.json"] + shards  # the stray temp file is gone
+    os.remove(tmp_path / "s" / shards[1])
+    (tmp_path / "s" / "samples_00001.npz.tmp123").write_bytes(b"partial")
+    stamp = os.stat(tmp_path / "s" / shards[2]).st_mtime_ns
+    status, _, err = run_cli(argv, capsys)
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "s" / shards[1])["samples"], first[shards[1]])
+    assert os.stat(tmp_path / "s" / shards[2]).st_mtime_ns == stamp  # kept, not redrawn
+    assert sorted(os.listdir(tmp_path / "s")) == ["samples.json"] + shards  # the stray temp file is gone
 
-  # Other settings into the same folder would mix samples: refused.
-  status, _, err = run_cli(argv[:-1] + ["--config.sampling.ode_steps=4"], capsys)
-  assert status == 1 and "holds samples of other settings" in err
+    # Other settings into the same folder would mix samples: refused.
+    status, _, err = run_cli(argv[:-1] + ["--config.sampling.ode_steps=4"], capsys)
+    assert status == 1 and "holds samples of other settings" in err
 
 
 def test_eval_loss_covers_the_test_split_once(tmp_path, capsys):
-  """297 test digits in batches of 64: the last batch is padded with 23 masked rows, and the reported
-  count is exactly the split's size."""
-  _tiny_model_checkpoint(tmp_path / "ckpt")
-  status, out, err = run_cli(["eval", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "e"),
-                              "--config.eval.batch_size=64"], capsys)
-  assert status == 0, err
-  assert "over 297 examples" in out
-  record = json.loads((tmp_path / "e" / "loss.json").read_text())
-  assert record["count"] == 297 and np.isfinite(record["loss"]) and record["loss"] > 0
+    """297 test digits in batches of 64: the last batch is padded with 23 masked rows, and the reported
+    count is exactly the split's size."""
+    _tiny_model_checkpoint(tmp_path / "ckpt")
+    status, out, err = run_cli(
+        ["eval", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "e"), "--config.eval.batch_size=64"], capsys
+    )
+    assert status == 0, err
+    assert "over 297 examples" in out
+    record = json.loads((tmp_path / "e" / "loss.json").read_text())
+    assert record["count"] == 297 and np.isfinite(record["loss"]) and record["loss"] > 0

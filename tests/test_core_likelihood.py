@@ -7,7 +7,12 @@ import pytest
 
 from score_sde import analytic
 from score_sde.likelihood import (
-    bpd_offset, exact_divergence, get_likelihood_fn, hutchinson_divergence, log_likelihood, uniform_dequantize,
+    bpd_offset,
+    exact_divergence,
+    get_likelihood_fn,
+    hutchinson_divergence,
+    log_likelihood,
+    uniform_dequantize,
 )
 from score_sde.sde import VESDE, VPSDE, subVPSDE
 
@@ -34,8 +39,9 @@ def _ode_logp(logp, z, sde):
 def test_ode_log_likelihood_equals_exact_log_density(sde_name):
     sde = SDES[sde_name]
     x = analytic.sample_t(MIXTURE, sde, jax.random.key(1), EPS, B)
-    logp, z, nfe = log_likelihood(jax.random.key(2), analytic.score_fn(MIXTURE, sde), sde, x,
-                                  divergence="exact", eps=EPS, **TOL)
+    logp, z, nfe = log_likelihood(
+        jax.random.key(2), analytic.score_fn(MIXTURE, sde), sde, x, divergence="exact", eps=EPS, **TOL
+    )
     exact = analytic.log_prob(MIXTURE, sde, x, jnp.full((B,), EPS))
     np.testing.assert_allclose(_ode_logp(logp, z, sde), exact, atol=LOGP_ATOL)
     # z is where the flow takes x: the score at z is that of p_T, nearly the prior's -z (unit scale for VP).
@@ -74,8 +80,15 @@ def test_hutchinson_log_likelihood_is_unbiased():
     Hutchinson ODE log-likelihood equals the exact log-density within 4.5 standard errors + LOGP_ATOL."""
     sde, reps = SDES["vp"], 32
     x = analytic.sample_t(MIXTURE, sde, jax.random.key(5), EPS, 8)
-    logp, z, _ = log_likelihood(jax.random.key(6), analytic.score_fn(MIXTURE, sde), sde, jnp.tile(x, (reps, 1)),
-                                divergence="rademacher", eps=EPS, **TOL)
+    logp, z, _ = log_likelihood(
+        jax.random.key(6),
+        analytic.score_fn(MIXTURE, sde),
+        sde,
+        jnp.tile(x, (reps, 1)),
+        divergence="rademacher",
+        eps=EPS,
+        **TOL,
+    )
     est = np.asarray(_ode_logp(logp, z, sde)).reshape(reps, 8)
     exact = np.asarray(analytic.log_prob(MIXTURE, sde, x, jnp.full((8,), EPS)))
     np.testing.assert_array_less(np.abs(est.mean(0) - exact), 4.5 * est.std(0) / np.sqrt(reps) + LOGP_ATOL)
@@ -103,8 +116,9 @@ def test_bits_per_dim_same_for_both_data_scalings():
     sde, a, b, d = SDES["vp"], 0.1, 0.5, 2
     covs = np.asarray(MIXTURE.covs)
     mix_a = analytic.GaussianMixture.create(MIXTURE.weights, a * np.asarray(MIXTURE.means) + b, a**2 * covs)
-    mix_b = analytic.GaussianMixture.create(MIXTURE.weights, 2 * (a * np.asarray(MIXTURE.means) + b) - 1,
-                                            4 * a**2 * covs)
+    mix_b = analytic.GaussianMixture.create(
+        MIXTURE.weights, 2 * (a * np.asarray(MIXTURE.means) + b) - 1, 4 * a**2 * covs
+    )
     y = mix_a.sample(jax.random.key(7), B)[0]
     assert 0 < float(y.min()) and float(y.max()) < 1
     tol = LOGP_ATOL / (d * np.log(2))

@@ -51,8 +51,11 @@ def _assert_exact_is_minimal(loss, exact_fn):
 @pytest.mark.parametrize("sde_name", list(SDES))
 def test_continuous_loss_is_minimal_at_the_exact_score(sde_name, likelihood_weighting, reduce_mean):
     sde = SDES[sde_name]
-    loss = jax.jit(lambda score_fn, key: dsm_loss(score_fn, key, X, sde=sde, reduce_mean=reduce_mean,
-                                                  likelihood_weighting=likelihood_weighting, eps=1e-5))
+    loss = jax.jit(
+        lambda score_fn, key: dsm_loss(
+            score_fn, key, X, sde=sde, reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=1e-5
+        )
+    )
     _assert_exact_is_minimal(loss, analytic.score_fn(MIXTURE, sde))
 
 
@@ -66,8 +69,9 @@ def _ddpm_model(sde):
     return Partial(lambda x, i: -s[i][:, None] * MIXTURE.score(x, m[i], s[i]))
 
 
-@pytest.mark.parametrize("sde, model", [(VESDE(0.01, 10.0, N=100), _smld_model), (VPSDE(N=1000), _ddpm_model)],
-                         ids=["smld", "ddpm"])
+@pytest.mark.parametrize(
+    "sde, model", [(VESDE(0.01, 10.0, N=100), _smld_model), (VPSDE(N=1000), _ddpm_model)], ids=["smld", "ddpm"]
+)
 def test_discrete_losses_are_minimal_at_the_exact_model(sde, model):
     loss_fn = get_loss_fn(sde, continuous=False, reduce_mean=True)
     loss = jax.jit(lambda model_fn, key: loss_fn(model_fn, key, X))
@@ -98,8 +102,11 @@ def test_weightings_and_reductions_at_zero_score(reduce_mean):
     cases = [  # (loss, E[w], E[w^2])
         (dsm_loss(_zero, key, X, sde=vp, reduce_mean=reduce_mean), 1.0, 1.0),
         (dsm_loss(_zero, key, X, sde=ve, reduce_mean=reduce_mean, likelihood_weighting=True), w_ve, w_ve**2),
-        (dsm_loss(_zero, key, X, sde=vp, reduce_mean=reduce_mean, likelihood_weighting=True),
-         quad(w_vp), quad(lambda t: w_vp(t) ** 2)),
+        (
+            dsm_loss(_zero, key, X, sde=vp, reduce_mean=reduce_mean, likelihood_weighting=True),
+            quad(w_vp),
+            quad(lambda t: w_vp(t) ** 2),
+        ),
         (get_loss_fn(VESDE(0.01, 10.0, N=100), continuous=False, reduce_mean=reduce_mean)(_zero, key, X), 1.0, 1.0),
         (get_loss_fn(VPSDE(), continuous=False, reduce_mean=reduce_mean)(_zero, key, X), 1.0, 1.0),
     ]

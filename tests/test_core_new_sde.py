@@ -66,7 +66,11 @@ def test_perturbation_kernel_matches_forward_simulation():
         def step(i, x):
             t = jnp.full((n,), i / steps)
             drift, g = SDE_.sde(x, t)
-            return x + drift / steps + batch_mul(g / np.sqrt(steps), jax.random.normal(jax.random.fold_in(key, i), x.shape))
+            return (
+                x
+                + drift / steps
+                + batch_mul(g / np.sqrt(steps), jax.random.normal(jax.random.fold_in(key, i), x.shape))
+            )
 
         x_half = jax.lax.fori_loop(0, steps // 2, step, jnp.broadcast_to(x0, (n, 2)))
         return x_half, jax.lax.fori_loop(steps // 2, 9 * steps // 10, step, x_half)
@@ -89,8 +93,15 @@ def test_perturbation_kernel_matches_forward_simulation():
         (ode_sampler, dict(method="euler", num_steps=200)),
         (ode_sampler, dict(method="heun", num_steps=30)),
     ],
-    ids=["pc_rd_langevin", "pc_em_ald", "pc_corrector_only", "pc_probability_flow", "ode_rk45", "ode_euler",
-         "ode_heun"],
+    ids=[
+        "pc_rd_langevin",
+        "pc_em_ald",
+        "pc_corrector_only",
+        "pc_probability_flow",
+        "ode_rk45",
+        "ode_euler",
+        "ode_heun",
+    ],
 )
 def test_every_sampler_on_the_new_sde(sampler, kwargs):
     x, nfe = sampler(jax.random.key(0), SCORE_FN, SDE_, (N_SAMPLES, 2), **kwargs)
@@ -108,8 +119,7 @@ def test_likelihood_on_the_new_sde():
     """The ODE log-likelihood equals the exact log p_eps; solver tolerances and atol as in test_core_likelihood."""
     eps = 1e-5
     x = analytic.sample_t(MIXTURE, SDE_, jax.random.key(1), eps, 32)
-    logp, z, _ = log_likelihood(jax.random.key(2), SCORE_FN, SDE_, x, divergence="exact", eps=eps, rtol=1e-6,
-                                atol=1e-6)
+    logp, z, _ = log_likelihood(jax.random.key(2), SCORE_FN, SDE_, x, divergence="exact", eps=eps, rtol=1e-6, atol=1e-6)
     # The ODE carries p_eps to the exact p_T, not quite the N(0, I) prior: put the exact p_T back in.
     ode_logp = logp - SDE_.prior_logp(z) + analytic.log_prob(MIXTURE, SDE_, z, jnp.ones(32))
     exact = analytic.log_prob(MIXTURE, SDE_, x, jnp.full((32,), eps))

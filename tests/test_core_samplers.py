@@ -17,7 +17,13 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from score_sde import analytic
 from score_sde.likelihood import log_likelihood
 from score_sde.sampling import (
-    CORRECTORS, PREDICTORS, get_sampling_fn, ode_sampler, pc_sampler, register_corrector, register_predictor,
+    CORRECTORS,
+    PREDICTORS,
+    get_sampling_fn,
+    ode_sampler,
+    pc_sampler,
+    register_corrector,
+    register_predictor,
 )
 from score_sde.sde import VESDE, VPSDE, subVPSDE
 
@@ -127,8 +133,9 @@ def test_sharded_equals_unsharded():
     shape, data = (64, 2), MIXTURE.sample(jax.random.key(4), 64)[0]
     runs = {
         "pc": lambda sh: pc_sampler(jax.random.key(3), score_fn, sde, shape, sharding=sh),
-        "ode": lambda sh: ode_sampler(jax.random.key(3), score_fn, sde, shape, method="heun", num_steps=10,
-                                      sharding=sh),
+        "ode": lambda sh: ode_sampler(
+            jax.random.key(3), score_fn, sde, shape, method="heun", num_steps=10, sharding=sh
+        ),
         "likelihood": lambda sh: log_likelihood(jax.random.key(3), score_fn, sde, data, sharding=sh),
     }
     for axis_type, names in ((AxisType.Explicit, ("pc", "likelihood")), (AxisType.Auto, ("ode",))):
@@ -176,8 +183,9 @@ def test_register_new_predictor_and_corrector():
         ours, _ = pc_sampler(jax.random.key(0), score_fn, sde, (N_SAMPLES, 2), predictor="test_em_copy", **kwargs)
         ref, _ = pc_sampler(jax.random.key(0), score_fn, sde, (N_SAMPLES, 2), predictor="euler_maruyama", **kwargs)
         np.testing.assert_array_equal(ours, ref)
-        _, nfe = pc_sampler(jax.random.key(2), score_fn, sde, (16, 2), predictor="none",
-                            corrector="TEST_FIXED_LANGEVIN", n_steps=3)
+        _, nfe = pc_sampler(
+            jax.random.key(2), score_fn, sde, (16, 2), predictor="none", corrector="TEST_FIXED_LANGEVIN", n_steps=3
+        )
         assert int(nfe) == 3 * (sde.N - 1)
         with pytest.raises(ValueError, match="already registered"):
             register_predictor("test_em_copy")(em_copy)
@@ -189,13 +197,24 @@ def test_register_new_predictor_and_corrector():
 def test_get_sampling_fn_follows_config():
     sde = SDES["vp"]
     score_fn = analytic.score_fn(MIXTURE, sde)
-    config = ml_collections.ConfigDict({"sampling": {
-        "method": "pc", "predictor": "euler_maruyama", "corrector": "ald", "snr": 0.16, "n_steps_each": 1,
-        "noise_removal": True, "probability_flow": False}})
+    config = ml_collections.ConfigDict(
+        {
+            "sampling": {
+                "method": "pc",
+                "predictor": "euler_maruyama",
+                "corrector": "ald",
+                "snr": 0.16,
+                "n_steps_each": 1,
+                "noise_removal": True,
+                "probability_flow": False,
+            }
+        }
+    )
     sampling_fn = get_sampling_fn(config, sde, (N_SAMPLES, 2), inverse_scaler=lambda x: 2 * x)
     x, nfe = sampling_fn(jax.random.key(0), score_fn)
-    ref, ref_nfe = pc_sampler(jax.random.key(0), score_fn, sde, (N_SAMPLES, 2), predictor="euler_maruyama",
-                              corrector="ald")
+    ref, ref_nfe = pc_sampler(
+        jax.random.key(0), score_fn, sde, (N_SAMPLES, 2), predictor="euler_maruyama", corrector="ald"
+    )
     np.testing.assert_array_equal(x, 2 * ref)
     assert int(nfe) == int(ref_nfe) == 500 + 499
     config.sampling.update({"method": "ode", "ode_method": "euler", "ode_steps": 200, "noise_removal": False})

@@ -50,8 +50,11 @@ def test_ve_discrete_labels_index_sigmas_from_the_largest():
     np.testing.assert_array_equal(labels, np.arange(16))
 
 
-@pytest.mark.parametrize("sde, continuous", [(VPSDE(), True), (subVPSDE(), True), (subVPSDE(), False)],
-                         ids=["vp", "subvp", "subvp_flag_false"])
+@pytest.mark.parametrize(
+    "sde, continuous",
+    [(VPSDE(), True), (subVPSDE(), True), (subVPSDE(), False)],
+    ids=["vp", "subvp", "subvp_flag_false"],
+)
 def test_vp_and_subvp_continuous_labels_are_999_t(sde, continuous):
     t = jnp.linspace(1e-3, 1.0, 16)
 
@@ -76,8 +79,9 @@ def test_vp_discrete_labels_are_the_ddpm_step():
     seen = []
     score_fn = get_score_fn(sde, lambda x, l: (seen.append(l), model_fn(x, l))[1], continuous=False)
     i = (t * 999).astype(jnp.int32)
-    np.testing.assert_allclose(score_fn(X, t), MIXTURE.score(X, sde.sqrt_alphas_cumprod[i], sqrt_1m[i]),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        score_fn(X, t), MIXTURE.score(X, sde.sqrt_alphas_cumprod[i], sqrt_1m[i]), rtol=1e-4, atol=1e-4
+    )
     # Float labels t (N - 1), as the official code passes them (the DDPM net embeds them sinusoidally).
     assert seen[0].dtype == jnp.float32
     np.testing.assert_allclose(seen[0], t * 999, rtol=1e-6)
@@ -98,8 +102,7 @@ def test_model_fn_from_a_flax_module():
     np.testing.assert_allclose(get_model_fn(net, variables)(X, labels), net.apply(variables, X, labels))
     key = jax.random.key(3)
     train_fn = get_model_fn(net, variables, train=True, dropout_key=key)
-    np.testing.assert_allclose(train_fn(X, labels),
-                               net.apply(variables, X, labels, train=True, rngs={"dropout": key}))
+    np.testing.assert_allclose(train_fn(X, labels), net.apply(variables, X, labels, train=True, rngs={"dropout": key}))
     assert not np.allclose(train_fn(X, labels), get_model_fn(net, variables)(X, labels))  # dropout is on
     with pytest.raises(ValueError, match="dropout_key"):
         get_model_fn(net, variables, train=True)

@@ -140,7 +140,8 @@ def _config(**kwargs):
     config = ml_collections.ConfigDict()
     config.training = ml_collections.ConfigDict({"sde": kwargs.pop("sde")})
     config.model = ml_collections.ConfigDict(
-        dict(sigma_min=0.01, sigma_max=50.0, beta_min=0.1, beta_max=20.0, num_scales=1000) | kwargs)
+        dict(sigma_min=0.01, sigma_max=50.0, beta_min=0.1, beta_max=20.0, num_scales=1000) | kwargs
+    )
     return config
 
 

@@ -11,14 +11,27 @@ from score_sde import data
 
 
 def _config(dataset, image_size=4, num_channels=1, **fields):
-    return ml_collections.ConfigDict(dict(
-        seed=0, training=dict(batch_size=8),
-        data=dict(dataset=dataset, image_size=image_size, num_channels=num_channels, centered=False,
-                  random_flip=False, uniform_dequantization=False, **fields)))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            training=dict(batch_size=8),
+            data=dict(
+                dataset=dataset,
+                image_size=image_size,
+                num_channels=num_channels,
+                centered=False,
+                random_flip=False,
+                uniform_dequantization=False,
+                **fields,
+            ),
+        )
+    )
 
 
-@pytest.mark.parametrize("dataset,field", [("folder", "path"), ("npz", "path"), ("MNIST", "path"),
-                                           ("FashionMNIST", "path"), ("FFHQ", "tfrecords_path")])
+@pytest.mark.parametrize(
+    "dataset,field",
+    [("folder", "path"), ("npz", "path"), ("MNIST", "path"), ("FashionMNIST", "path"), ("FFHQ", "tfrecords_path")],
+)
 def test_missing_path(tmp_path, dataset, field):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=rf"config\.data\.{field}.*{re.escape(str(missing))}"):
@@ -49,10 +62,16 @@ def test_npz_without_the_expected_keys(tmp_path):
         data.get_source(_config("npz", path=str(tmp_path / "d.npz")), "train")
 
 
-@pytest.mark.parametrize("images,complaint", [
-    (np.zeros((2, 4, 4), np.float32), r"\['images'\] must be uint8 .* got float32 of shape \(2, 4, 4\)"),
-    (np.zeros((2, 16), np.uint8), r"\['images'\] must be uint8 of shape \(N, H, W, C\) or \(N, H, W\); got uint8 of shape \(2, 16\)"),
-])
+@pytest.mark.parametrize(
+    "images,complaint",
+    [
+        (np.zeros((2, 4, 4), np.float32), r"\['images'\] must be uint8 .* got float32 of shape \(2, 4, 4\)"),
+        (
+            np.zeros((2, 16), np.uint8),
+            r"\['images'\] must be uint8 of shape \(N, H, W, C\) or \(N, H, W\); got uint8 of shape \(2, 16\)",
+        ),
+    ],
+)
 def test_npz_with_wrong_dtype_or_shape(tmp_path, images, complaint):
     np.savez(tmp_path / "d.npz", images=images)
     with pytest.raises(ValueError, match=complaint):
@@ -69,21 +88,30 @@ def test_image_size_or_channels_mismatch(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match=r"images of shape \(8, 8, 3\).*image_size=4.*num_channels=1"):
         data.get_source(_config("npz", path=str(tmp_path / "d.npz")), "train")
-    with pytest.raises(ValueError, match=r"'digits' split 'train' gives uint8 images of shape \(4, 4, 1\), but "
-                                         r"the config asks for uint8 \(4, 4, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'digits' split 'train' gives uint8 images of shape \(4, 4, 1\), but "
+        r"the config asks for uint8 \(4, 4, 3\)",
+    ):
         data.get_source(_config("digits", num_channels=3), "train")
 
 
 def test_unknown_dataset_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown config\.data\.dataset 'cifar'; known datasets: CIFAR10, SVHN, "
-                                         r"CELEBA, LSUN, FFHQ, CelebAHQ, digits, MNIST, FashionMNIST, folder, npz"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown config\.data\.dataset 'cifar'; known datasets: CIFAR10, SVHN, "
+        r"CELEBA, LSUN, FFHQ, CelebAHQ, digits, MNIST, FashionMNIST, folder, npz",
+    ):
         data.get_source(_config("cifar"), "train")
 
 
 def test_tfds_dataset_not_prepared(tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"'cifar10' \(split 'test'\) is not prepared .* under data_dir "
-                                                rf"'{re.escape(str(tmp_path))}'.*tfds build cifar10 --data_dir "
-                                                rf"{re.escape(str(tmp_path))} --file_format array_record"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"'cifar10' \(split 'test'\) is not prepared .* under data_dir "
+        rf"'{re.escape(str(tmp_path))}'.*tfds build cifar10 --data_dir "
+        rf"{re.escape(str(tmp_path))} --file_format array_record",
+    ):
         data.get_source(_config("CIFAR10", 32, 3, tfds_data_dir=str(tmp_path)), "test")
 
 

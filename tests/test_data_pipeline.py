@@ -21,10 +21,20 @@ def _source(n=N, size=SIZE):
 
 
 def _config(seed=3, batch_size=8, flip=True, dequantize=True, centered=True):
-    return ml_collections.ConfigDict(dict(
-        seed=seed, training=dict(batch_size=batch_size),
-        data=dict(dataset="npz", image_size=SIZE, num_channels=1, centered=centered,
-                  random_flip=flip, uniform_dequantization=dequantize)))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=seed,
+            training=dict(batch_size=batch_size),
+            data=dict(
+                dataset="npz",
+                image_size=SIZE,
+                num_channels=1,
+                centered=centered,
+                random_flip=flip,
+                uniform_dequantization=dequantize,
+            ),
+        )
+    )
 
 
 def _take(iterator, k):
@@ -40,8 +50,10 @@ def test_batches_depend_on_seed_and_step_only_and_not_on_process_count():
         np.testing.assert_array_equal(whole[s]["image"], again[s]["image"])
         np.testing.assert_array_equal(whole[s]["label"], again[s]["label"])
     for count in (2, 4, 8):
-        parts = [data.train_dataset(source, config, process_index=p, process_count=count, num_devices=8)
-                 for p in range(count)]
+        parts = [
+            data.train_dataset(source, config, process_index=p, process_count=count, num_devices=8)
+            for p in range(count)
+        ]
         for s in steps:
             for key in ("image", "label"):
                 np.testing.assert_array_equal(np.concatenate([part[s][key] for part in parts]), whole[s][key])
@@ -56,7 +68,7 @@ def test_each_epoch_is_a_new_permutation_of_the_source():
     source = _source()
     ds = data.train_dataset(source, _config(), process_index=0, process_count=1, num_devices=1)
     labels = np.concatenate([ds[s]["label"] for s in range(3 * N // 8 + 1)])  # 3 epochs of 37 and more
-    epochs = [labels[e * N:(e + 1) * N] for e in range(3)]
+    epochs = [labels[e * N : (e + 1) * N] for e in range(3)]
     for epoch in epochs:
         np.testing.assert_array_equal(np.sort(epoch), np.arange(N))
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
@@ -79,7 +91,7 @@ def test_resuming_at_any_step_gives_the_tail_of_an_uninterrupted_run():
     blocks = _take(data.train_batches(source, config, start_step=3, n_steps=4, **kwargs), 2)
     assert blocks[0]["image"].shape == (4, 4, SIZE, SIZE, 1) and blocks[0]["label"].shape == (4, 4)
     for k, block in enumerate(blocks):
-        np.testing.assert_array_equal(block["image"], np.stack([b["image"] for b in run[3 + 4 * k:7 + 4 * k]]))
+        np.testing.assert_array_equal(block["image"], np.stack([b["image"] for b in run[3 + 4 * k : 7 + 4 * k]]))
 
 
 def test_pixel_scaling_and_the_inverse_scaler():
@@ -122,8 +134,13 @@ def test_flip_and_dequantisation_statistics():
     assert abs(u.mean() - 0.5) < 0.006 and abs(u.var() - 1 / 12) < 0.003
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.02
     # Flips do not depend on whether dequantisation is on: the coin is the first draw of the same stream.
-    plain = data.train_dataset(source, _config(batch_size=100, centered=False, dequantize=False),
-                               process_index=0, process_count=1, num_devices=1)
+    plain = data.train_dataset(
+        source,
+        _config(batch_size=100, centered=False, dequantize=False),
+        process_index=0,
+        process_count=1,
+        num_devices=1,
+    )
     np.testing.assert_array_equal(np.round(plain[0]["image"] * 255), floor[:100])
 
 
@@ -134,13 +151,26 @@ def test_eval_pass_sees_every_example_once_in_order(process_count):
     pixels = np.stack([source[i][0] for i in range(N)])  # uint8
     runs = {}
     for mode in ("float", "uint8", "dequantize"):
-        parts = [list(data.eval_batches(source, batch_size, config, process_index=p, process_count=process_count,
-                                        uint8=mode == "uint8", dequantize=mode == "dequantize"))
-                 for p in range(process_count)]
+        parts = [
+            list(
+                data.eval_batches(
+                    source,
+                    batch_size,
+                    config,
+                    process_index=p,
+                    process_count=process_count,
+                    uint8=mode == "uint8",
+                    dequantize=mode == "dequantize",
+                )
+            )
+            for p in range(process_count)
+        ]
         assert all(len(p) == 5 for p in parts)
-        runs[mode] = {key: np.concatenate([np.concatenate([p[i][key] for p in parts]) for i in range(5)])
-                      for key in ("image", "label", "mask")}
-    for mode, run in runs.items():
+        runs[mode] = {
+            key: np.concatenate([np.concatenate([p[i][key] for p in parts]) for i in range(5)])
+            for key in ("image", "label", "mask")
+        }
+    for run in runs.values():
         np.testing.assert_array_equal(run["mask"], np.arange(40) < N)
         np.testing.assert_array_equal(run["label"], np.where(np.arange(40) < N, np.arange(40), 0))
         assert not run["image"][N:].any()
@@ -152,8 +182,9 @@ def test_eval_pass_sees_every_example_once_in_order(process_count):
     np.testing.assert_array_equal(np.floor(256 * deq), pixels)
     again = list(data.eval_batches(source, batch_size, config, dequantize=True, process_index=0, process_count=1))
     np.testing.assert_array_equal(np.concatenate([b["image"] for b in again])[:N], runs["dequantize"]["image"][:N])
-    other = list(data.eval_batches(source, batch_size, config, dequantize=True, repeat=1, process_count=1,
-                                   process_index=0))
+    other = list(
+        data.eval_batches(source, batch_size, config, dequantize=True, repeat=1, process_count=1, process_index=0)
+    )
     other = (np.concatenate([b["image"] for b in other])[:N].astype(np.float64) + 1) / 2
     np.testing.assert_array_equal(np.floor(256 * other), pixels)  # a new repeat: the same pixels, new noise
     assert np.mean(other == deq) < 0.01

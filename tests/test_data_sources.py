@@ -18,10 +18,21 @@ SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _config(dataset, image_size, num_channels, **fields):
-    return ml_collections.ConfigDict(dict(
-        seed=0, training=dict(batch_size=8),
-        data=dict(dataset=dataset, image_size=image_size, num_channels=num_channels, centered=False,
-                  random_flip=False, uniform_dequantization=False, **fields)))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            training=dict(batch_size=8),
+            data=dict(
+                dataset=dataset,
+                image_size=image_size,
+                num_channels=num_channels,
+                centered=False,
+                random_flip=False,
+                uniform_dequantization=False,
+                **fields,
+            ),
+        )
+    )
 
 
 def _all(source):
@@ -87,8 +98,9 @@ def test_folder_source_orders_files_labels_classes_and_reads_zips(tmp_path):
         np.testing.assert_array_equal(x, images[order])
         np.testing.assert_array_equal(y, labels)
         assert source.class_names == ["cat", "dog"]
-        np.testing.assert_array_equal(_all(data.get_source(_config("folder", 6, 3, path=str(path)), "test"))[0],
-                                      images[4:])
+        np.testing.assert_array_equal(
+            _all(data.get_source(_config("folder", 6, 3, path=str(path)), "test"))[0], images[4:]
+        )
     # No split folders, no class folders: every split reads everything, labels 0. A 10x6 image keeps its
     # centred 6x6 square (rows 2..7), exactly, at image_size 6; greyscale conversion is Pillow's L.
     tall = _random_images(1, 10, 6, 3)[0]
@@ -143,9 +155,14 @@ def test_tfds_sources_through_mock_data():
             assert source[0][0].shape == (size, size, 3)
         assert data.get_source(_config("MNIST", 28, 1), "train")[0][0].shape == (28, 28, 1)
         # The official names and evaluation splits.
-        for dataset, split, name in [("CIFAR10", "test", "cifar10"), ("SVHN", "test", "svhn_cropped"),
-                                     ("CELEBA", "validation", "celeb_a"), ("LSUN", "validation", "lsun/church_outdoor"),
-                                     ("MNIST", "test", "mnist"), ("FashionMNIST", "test", "fashion_mnist")]:
+        for dataset, split, name in [
+            ("CIFAR10", "test", "cifar10"),
+            ("SVHN", "test", "svhn_cropped"),
+            ("CELEBA", "validation", "celeb_a"),
+            ("LSUN", "validation", "lsun/church_outdoor"),
+            ("MNIST", "test", "mnist"),
+            ("FashionMNIST", "test", "fashion_mnist"),
+        ]:
             size, channels = (28, 1) if "MNIST" in dataset else (32, 3)
             source = data.get_source(_config(dataset, size, channels, category="church_outdoor"), "test")
             assert (source.name, source.split) == (name, split)

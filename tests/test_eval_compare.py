@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from score_sde import analytic
-from score_sde.evaluation import compare as cmp, images, metrics, stats
+from score_sde.evaluation import compare as cmp
+from score_sde.evaluation import images, metrics, stats
 from score_sde.evaluation.features import rebatch
 from score_sde.sde import VPSDE
 
@@ -52,9 +53,22 @@ def problem():
 
 def _run(problem, out, **kw):
     score_fn, sde, settings, reference = problem
-    return cmp.compare(score_fn, sde, settings, str(out), image_shape=SHAPE, num_samples=NUM, batch_size=BATCH,
-                       extractor=PixelFeatures(), reference=reference, to_unit=to_unit, seed=3,
-                       manifest={"checkpoint": "analytic"}, kid_subsets=5, **kw)
+    return cmp.compare(
+        score_fn,
+        sde,
+        settings,
+        str(out),
+        image_shape=SHAPE,
+        num_samples=NUM,
+        batch_size=BATCH,
+        extractor=PixelFeatures(),
+        reference=reference,
+        to_unit=to_unit,
+        seed=3,
+        manifest={"checkpoint": "analytic"},
+        kid_subsets=5,
+        **kw,
+    )
 
 
 def _table(path):
@@ -64,8 +78,12 @@ def _table(path):
 
 def test_grid_names_and_bad_sampler():
     settings = cmp.grid(["pc:reverse_diffusion:langevin", "ode:rk45"], [5, 20], [1e-3, 1e-5])
-    assert [s.name for s in settings] == ["pc-reverse_diffusion-langevin_steps5", "pc-reverse_diffusion-langevin_steps20",
-                                          "ode-rk45_tol0.001", "ode-rk45_tol1e-05"]
+    assert [s.name for s in settings] == [
+        "pc-reverse_diffusion-langevin_steps5",
+        "pc-reverse_diffusion-langevin_steps20",
+        "ode-rk45_tol0.001",
+        "ode-rk45_tol1e-05",
+    ]
     with pytest.raises(ValueError, match="predictor"):
         cmp.grid(["pc:nope:langevin"], [5])
     with pytest.raises(ValueError, match="expected 'pc:<predictor>:<corrector>' or 'ode:<method>'"):
@@ -90,8 +108,9 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
         assert x.shape == (NUM, *SHAPE) and x.dtype == np.uint8 and row["num_samples"] == NUM
         assert len(np.unique(x.reshape(NUM, -1), axis=0)) == NUM  # each shard from its own noise
         f = x.reshape(NUM, -1).astype(np.float32) / 255.0
-        assert row["fid"] == pytest.approx(metrics.frechet_distance(*metrics.mean_cov(f), reference.mu, reference.sigma),
-                                           rel=1e-9)
+        assert row["fid"] == pytest.approx(
+            metrics.frechet_distance(*metrics.mean_cov(f), reference.mu, reference.sigma), rel=1e-9
+        )
         assert row["kid"] == pytest.approx(metrics.kernel_distance(f, reference.features, 5, 1000, seed=3), rel=1e-9)
         grid = np.asarray(Image.open(tmp_path / "full" / "grids" / f"{s.name}.png"))
         assert grid.shape == (2 + 6 * 6, 2 + 7 * 6)  # 40 images of 4x4, 7 per row, 2-px gaps
@@ -118,13 +137,27 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
     (third / "shard_00001.npz.tmp-12345").write_bytes(b"half a shard")
     made.clear()
     _run(problem, tmp_path / "resumed", progress=lambda s, i, n: made.append((s.name, i)))
-    assert made == [(settings[2].name, 1), (settings[2].name, 2)] + [(s.name, i) for s in settings[3:] for i in range(3)]
+    assert made == [(settings[2].name, 1), (settings[2].name, 2)] + [
+        (s.name, i) for s in settings[3:] for i in range(3)
+    ]
     assert _table(tmp_path / "resumed" / "results.csv") == _table(tmp_path / "full" / "results.csv")
 
     with pytest.raises(ValueError, match="different comparison"):
-        cmp.compare(score_fn, sde, settings, str(tmp_path / "full"), image_shape=SHAPE, num_samples=NUM + 1,
-                    batch_size=BATCH, extractor=PixelFeatures(), reference=reference, to_unit=to_unit, seed=3,
-                    manifest={"checkpoint": "analytic"}, kid_subsets=5)
+        cmp.compare(
+            score_fn,
+            sde,
+            settings,
+            str(tmp_path / "full"),
+            image_shape=SHAPE,
+            num_samples=NUM + 1,
+            batch_size=BATCH,
+            extractor=PixelFeatures(),
+            reference=reference,
+            to_unit=to_unit,
+            seed=3,
+            manifest={"checkpoint": "analytic"},
+            kid_subsets=5,
+        )
     assert not [p for p in os.listdir(tmp_path / "full") if ".tmp" in p]
 
 
@@ -138,17 +171,41 @@ def test_run_compare_from_checkpoint(tmp_path):
 
     data = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
     np.savez(tmp_path / "data.npz", x_train=data)
-    config = ml_collections.ConfigDict({
-        "seed": 0,
-        "data": {"dataset": "npz", "path": str(tmp_path / "data.npz"), "image_size": 8, "num_channels": 1,
-                 "centered": True, "random_flip": False, "uniform_dequantization": False},
-        "model": {"name": "ddpm", "normalization": "GroupNorm", "nonlinearity": "swish", "nf": 32, "ch_mult": (1,),
-                  "num_res_blocks": 1, "attn_resolutions": (), "dropout": 0.0, "resamp_with_conv": True,
-                  "conditional": True, "scale_by_sigma": False, "beta_min": 0.1, "beta_max": 20.0,
-                  "num_scales": 1000, "sigma_min": 0.01, "sigma_max": 50.0, "ema_rate": 0.999},
-        "training": {"sde": "vpsde", "continuous": True},
-        "sampling": {"snr": 0.16, "n_steps_each": 1, "noise_removal": True},
-    })
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "data": {
+                "dataset": "npz",
+                "path": str(tmp_path / "data.npz"),
+                "image_size": 8,
+                "num_channels": 1,
+                "centered": True,
+                "random_flip": False,
+                "uniform_dequantization": False,
+            },
+            "model": {
+                "name": "ddpm",
+                "normalization": "GroupNorm",
+                "nonlinearity": "swish",
+                "nf": 32,
+                "ch_mult": (1,),
+                "num_res_blocks": 1,
+                "attn_resolutions": (),
+                "dropout": 0.0,
+                "resamp_with_conv": True,
+                "conditional": True,
+                "scale_by_sigma": False,
+                "beta_min": 0.1,
+                "beta_max": 20.0,
+                "num_scales": 1000,
+                "sigma_min": 0.01,
+                "sigma_max": 50.0,
+                "ema_rate": 0.999,
+            },
+            "training": {"sde": "vpsde", "continuous": True},
+            "sampling": {"snr": 0.16, "n_steps_each": 1, "noise_removal": True},
+        }
+    )
     model = models.get_model(config)
     x, labels = jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,))
     params = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, labels)["params"]
@@ -158,8 +215,14 @@ def test_run_compare_from_checkpoint(tmp_path):
         meta = {"sha256": "pixels", "source": "pixels", "source_sha256": "pixels", "has_logits": False}
 
     out = str(tmp_path / "cmp")
-    kw = dict(samplers=["pc:euler_maruyama:none"], steps=[2], num_samples=8, batch_size=8, extractor=Features(),
-              overrides=["sampling.noise_removal=False"])
+    kw = dict(
+        samplers=["pc:euler_maruyama:none"],
+        steps=[2],
+        num_samples=8,
+        batch_size=8,
+        extractor=Features(),
+        overrides=["sampling.noise_removal=False"],
+    )
     rows = commands.run_compare(str(tmp_path / "ckpt"), out, **kw)
     assert len(rows) == 1 and rows[0]["nfe"] == 2 and rows[0]["num_samples"] == 8
     manifest = json.load(open(os.path.join(out, "manifest.json")))

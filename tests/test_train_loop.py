@@ -4,7 +4,6 @@ checkpoints are skipped, EMA and Adam with warm-up follow their definitions."""
 import json
 import logging
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -19,13 +18,13 @@ from score_sde.cli import load_config
 
 
 class TinyNet(nn.Module):
-  """A two-layer conv net conditioned on log(sigma), with dropout: enough to exercise every code path."""
+    """A two-layer conv net conditioned on log(sigma), with dropout: enough to exercise every code path."""
 
-  @nn.compact
-  def __call__(self, x, labels, train: bool = False):
-    h = nn.Conv(8, (3, 3))(x) + nn.Dense(8)(jnp.log(labels)[:, None])[:, None, None, :]
-    h = nn.Dropout(0.1, deterministic=not train)(nn.swish(h))
-    return nn.Conv(x.shape[-1], (3, 3))(h)
+    @nn.compact
+    def __call__(self, x, labels, train: bool = False):
+        h = nn.Conv(8, (3, 3))(x) + nn.Dense(8)(jnp.log(labels)[:, None])[:, None, None, :]
+        h = nn.Dropout(0.1, deterministic=not train)(nn.swish(h))
+        return nn.Conv(x.shape[-1], (3, 3))(h)
 
 
 MODEL = TinyNet()
@@ -33,149 +32,176 @@ SIGMA_MIN, SIGMA_MAX = 0.01, 5.0
 
 
 def ve_loss(params, key, x):
-  """Denoising score matching with the VE SDE, lambda(t) = sigma(t)^2, the network giving sigma * score."""
-  kt, kz, kd = jax.random.split(key, 3)
-  t = jax.random.uniform(kt, (x.shape[0],), minval=1e-5)
-  sigma = SIGMA_MIN * (SIGMA_MAX / SIGMA_MIN) ** t
-  z = jax.random.normal(kz, x.shape)
-  out = MODEL.apply({"params": params}, x + sigma[:, None, None, None] * z, sigma, train=True, rngs={"dropout": kd})
-  return jnp.mean(jnp.sum(jnp.square(out + z), axis=(1, 2, 3)))
+    """Denoising score matching with the VE SDE, lambda(t) = sigma(t)^2, the network giving sigma * score."""
+    kt, kz, kd = jax.random.split(key, 3)
+    t = jax.random.uniform(kt, (x.shape[0],), minval=1e-5)
+    sigma = SIGMA_MIN * (SIGMA_MAX / SIGMA_MIN) ** t
+    z = jax.random.normal(kz, x.shape)
+    out = MODEL.apply({"params": params}, x + sigma[:, None, None, None] * z, sigma, train=True, rngs={"dropout": kd})
+    return jnp.mean(jnp.sum(jnp.square(out + z), axis=(1, 2, 3)))
 
 
 DIGITS = (load_digits().images.astype(np.float32)[..., None] / 16.0) * 2 - 1
 
 
 def digit_batches(config):
-  """Global batch of step s drawn from (seed, s) only, as the data pipeline's contract says."""
-  def batches(start):
-    step = start
-    while True:
-      rng = np.random.default_rng([config.seed, step])
-      yield DIGITS[rng.integers(0, len(DIGITS), config.training.batch_size)]
-      step += 1
-  return batches
+    """Global batch of step s drawn from (seed, s) only, as the data pipeline's contract says."""
+
+    def batches(start):
+        step = start
+        while True:
+            rng = np.random.default_rng([config.seed, step])
+            yield DIGITS[rng.integers(0, len(DIGITS), config.training.batch_size)]
+            step += 1
+
+    return batches
 
 
 def small_config(**training):
-  config = load_config("configs/small/digits.py")
-  config.training.update(dict(batch_size=16, n_iters=12, n_jitted_steps=3, log_freq=1, eval_freq=0,
-                              snapshot_freq=12, snapshot_freq_for_preemption=6, snapshot_sampling=False))
-  config.training.update(training)
-  config.optim.warmup = 4
-  return config
+    config = load_config("configs/small/digits.py")
+    config.training.update(
+        dict(
+            batch_size=16,
+            n_iters=12,
+            n_jitted_steps=3,
+            log_freq=1,
+            eval_freq=0,
+            snapshot_freq=12,
+            snapshot_freq_for_preemption=6,
+            snapshot_sampling=False,
+        )
+    )
+    config.training.update(training)
+    config.optim.warmup = 4
+    return config
 
 
 def run(config, workdir, devices=None, loss_fn=ve_loss):
-  return train.run_training(config, str(workdir), model=MODEL, loss_fn=loss_fn, train_batches=digit_batches(config),
-                            mesh=parallel.data_mesh(devices))
+    return train.run_training(
+        config,
+        str(workdir),
+        model=MODEL,
+        loss_fn=loss_fn,
+        train_batches=digit_batches(config),
+        mesh=parallel.data_mesh(devices),
+    )
 
 
 def losses_by_step(workdir, key="loss"):
-  """The last logged loss (or ``key``) of each step (a resumed run logs again the steps after its checkpoint)."""
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if key in record:
-        out[record["step"]] = record[key]
-  return out
+    """The last logged loss (or ``key``) of each step (a resumed run logs again the steps after its checkpoint)."""
+    out = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if key in record:
+                out[record["step"]] = record[key]
+    return out
 
 
 def test_eight_devices_equal_one(tmp_path):
-  """Same global batch and seed: the 8-device run's parameters equal the 1-device run's up to float32
-  round-off of differently ordered sums (the gradient is a mean of 8 partial means instead of one mean).
-  Over 12 Adam steps that round-off (~1e-7 relative) grows but stays far below 1e-4, while one Adam step
-  moves every weight by ~lr = 2e-3 * warm-up fraction, so a wrong gradient (e.g. the sum over devices
-  instead of the mean, or per-device instead of per-example randomness) fails by orders of magnitude."""
-  config = small_config()
-  one = run(config, tmp_path / "one", jax.devices()[:1])
-  eight = run(config, tmp_path / "eight", jax.devices())
-  for a, b in zip(jax.tree.leaves(one.params) + jax.tree.leaves(one.params_ema),
-                  jax.tree.leaves(eight.params) + jax.tree.leaves(eight.params_ema)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-  # The parameters did move: the comparison above is not between two untouched initialisations.
-  init = train.init_state(config, MODEL, train.get_optimizer(config))
-  moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-              for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(one.params)))
-  assert moved > 1e-3
-  l1, l8 = losses_by_step(tmp_path / "one"), losses_by_step(tmp_path / "eight")
-  assert sorted(l1) == list(range(1, 13))
-  np.testing.assert_allclose([l1[s] for s in l1], [l8[s] for s in l1], rtol=1e-4)
-  # Adam is blind to a constant factor on the gradient (and clipping hides it), so the parameters alone
-  # would not catch a sum over devices instead of a mean: the gradient norms do.
-  g1, g8 = losses_by_step(tmp_path / "one", "grad_norm"), losses_by_step(tmp_path / "eight", "grad_norm")
-  np.testing.assert_allclose([g1[s] for s in g1], [g8[s] for s in g1], rtol=1e-4)
+    """Same global batch and seed: the 8-device run's parameters equal the 1-device run's up to float32
+    round-off of differently ordered sums (the gradient is a mean of 8 partial means instead of one mean).
+    Over 12 Adam steps that round-off (~1e-7 relative) grows but stays far below 1e-4, while one Adam step
+    moves every weight by ~lr = 2e-3 * warm-up fraction, so a wrong gradient (e.g. the sum over devices
+    instead of the mean, or per-device instead of per-example randomness) fails by orders of magnitude."""
+    config = small_config()
+    one = run(config, tmp_path / "one", jax.devices()[:1])
+    eight = run(config, tmp_path / "eight", jax.devices())
+    for a, b in zip(
+        jax.tree.leaves(one.params) + jax.tree.leaves(one.params_ema),
+        jax.tree.leaves(eight.params) + jax.tree.leaves(eight.params_ema),
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    # The parameters did move: the comparison above is not between two untouched initialisations.
+    init = train.init_state(config, MODEL, train.get_optimizer(config))
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(one.params))
+    )
+    assert moved > 1e-3
+    l1, l8 = losses_by_step(tmp_path / "one"), losses_by_step(tmp_path / "eight")
+    assert sorted(l1) == list(range(1, 13))
+    np.testing.assert_allclose([l1[s] for s in l1], [l8[s] for s in l1], rtol=1e-4)
+    # Adam is blind to a constant factor on the gradient (and clipping hides it), so the parameters alone
+    # would not catch a sum over devices instead of a mean: the gradient norms do.
+    g1, g8 = losses_by_step(tmp_path / "one", "grad_norm"), losses_by_step(tmp_path / "eight", "grad_norm")
+    np.testing.assert_allclose([g1[s] for s in g1], [g8[s] for s in g1], rtol=1e-4)
 
 
 def test_update_rule_matches_definition(tmp_path):
-  """Two steps by hand: Adam (b2 = 0.999) on the clipped gradient with lr * min(step / warmup, 1),
-  then EMA with config.model.ema_rate, exactly as the official optimization_manager and step_fn."""
-  config = small_config(n_iters=2, n_jitted_steps=1, snapshot_freq=0, snapshot_freq_for_preemption=0)
-  config.optim.grad_clip = 0.5  # small enough to be active
-  config.optim.warmup = 3
-  config.model.ema_rate = 0.9
-  got = run(config, tmp_path / "w", jax.devices()[:1])
+    """Two steps by hand: Adam (b2 = 0.999) on the clipped gradient with lr * min(step / warmup, 1),
+    then EMA with config.model.ema_rate, exactly as the official optimization_manager and step_fn."""
+    config = small_config(n_iters=2, n_jitted_steps=1, snapshot_freq=0, snapshot_freq_for_preemption=0)
+    config.optim.grad_clip = 0.5  # small enough to be active
+    config.optim.warmup = 3
+    config.model.ema_rate = 0.9
+    got = run(config, tmp_path / "w", jax.devices()[:1])
 
-  state = train.init_state(config, MODEL, train.get_optimizer(config))
-  params, ema = state.params, state.params_ema
-  m = jax.tree.map(jnp.zeros_like, params)
-  v = jax.tree.map(jnp.zeros_like, params)
-  key = train.stream_key(config, 1)
-  batches = digit_batches(config)(0)
-  for step in range(2):
-    x = next(batches)
-    keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, step), r))(jnp.arange(len(x)))
-    grads = jax.grad(train.per_example_mean, argnums=1)(ve_loss, params, keys, jnp.asarray(x))
-    norm = optax.tree.norm(grads)
-    grads = jax.tree.map(lambda g: g * 0.5 / jnp.maximum(norm, 0.5), grads)
-    m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
-    v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
-    lr = config.optim.lr * min(step / 3, 1.0)
-    params = jax.tree.map(lambda p, m, v: p - lr * (m / (1 - 0.9 ** (step + 1)))
-                          / (jnp.sqrt(v / (1 - 0.999 ** (step + 1))) + 1e-8), params, m, v)
-    ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, params)
-  for a, b in zip(jax.tree.leaves((params, ema)), jax.tree.leaves((got.params, got.params_ema))):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
-  assert int(train.to_host(got.step)) == 2
+    state = train.init_state(config, MODEL, train.get_optimizer(config))
+    params, ema = state.params, state.params_ema
+    m = jax.tree.map(jnp.zeros_like, params)
+    v = jax.tree.map(jnp.zeros_like, params)
+    key = train.stream_key(config, 1)
+    batches = digit_batches(config)(0)
+    for step in range(2):
+        x = next(batches)
+        keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, step), r))(jnp.arange(len(x)))
+        grads = jax.grad(train.per_example_mean, argnums=1)(ve_loss, params, keys, jnp.asarray(x))
+        norm = optax.tree.norm(grads)
+        grads = jax.tree.map(lambda g: g * 0.5 / jnp.maximum(norm, 0.5), grads)
+        m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        lr = config.optim.lr * min(step / 3, 1.0)
+        params = jax.tree.map(
+            lambda p, m, v: p - lr * (m / (1 - 0.9 ** (step + 1))) / (jnp.sqrt(v / (1 - 0.999 ** (step + 1))) + 1e-8),
+            params,
+            m,
+            v,
+        )
+        ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, params)
+    for a, b in zip(jax.tree.leaves((params, ema)), jax.tree.leaves((got.params, got.params_ema))):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert int(train.to_host(got.step)) == 2
 
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
-  """A NaN in the data of step 8 makes its loss NaN: the run stops with a message naming step 8 and the
-  last checkpoint (step 6), which still restores to finite parameters."""
-  config = small_config()
-  clean = digit_batches(config)
+    """A NaN in the data of step 8 makes its loss NaN: the run stops with a message naming step 8 and the
+    last checkpoint (step 6), which still restores to finite parameters."""
+    config = small_config()
+    clean = digit_batches(config)
 
-  def batches(start):
-    for step, x in enumerate(clean(start), start=start):
-      yield np.full_like(x, np.nan) if step == 7 else x  # step 7 counted from 0 is the 8th step
+    def batches(start):
+        for step, x in enumerate(clean(start), start=start):
+            yield np.full_like(x, np.nan) if step == 7 else x  # step 7 counted from 0 is the 8th step
 
-  with pytest.raises(train.TrainingDiverged, match=r"diverged at step 8\b.*last good checkpoint is step 6"):
-    train.run_training(config, str(tmp_path / "w"), model=MODEL, loss_fn=ve_loss, train_batches=batches,
-                       mesh=parallel.data_mesh())
-  assert checkpoints.TrainCheckpoints(str(tmp_path / "w")).steps() == [(6, checkpoints.PREEMPTION)]
-  params, _, _ = checkpoints.load_model(str(tmp_path / "w"))
-  assert all(np.all(np.isfinite(np.asarray(p))) for p in jax.tree.leaves(params))
+    with pytest.raises(train.TrainingDiverged, match=r"diverged at step 8\b.*last good checkpoint is step 6"):
+        train.run_training(
+            config, str(tmp_path / "w"), model=MODEL, loss_fn=ve_loss, train_batches=batches, mesh=parallel.data_mesh()
+        )
+    assert checkpoints.TrainCheckpoints(str(tmp_path / "w")).steps() == [(6, checkpoints.PREEMPTION)]
+    params, _, _ = checkpoints.load_model(str(tmp_path / "w"))
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in jax.tree.leaves(params))
 
 
 def test_unreadable_checkpoint_is_skipped_with_warning(tmp_path, caplog):
-  """Damage the newest checkpoint's data files: the restart warns, resumes from the previous one and
-  ends with the same parameters as an undisturbed run."""
-  config = small_config()
-  reference = run(config, tmp_path / "ref", jax.devices()[:1])
-  config.training.n_iters = 9  # ends with the checkpoint of step 9, after those of steps 3 and 6
-  config.training.snapshot_freq_for_preemption = 3
-  run(config, tmp_path / "w", jax.devices()[:1])
-  store = checkpoints.TrainCheckpoints(str(tmp_path / "w"))
-  assert store.steps()[0] == (9, checkpoints.PERIODIC)
-  for root, _, files in os.walk(os.path.join(store.path(9, checkpoints.PERIODIC), "model")):
-    for name in files:
-      if os.path.basename(root) == "d":  # the array data files
-        with open(os.path.join(root, name), "r+b") as f:
-          f.truncate(3)
-  config.training.n_iters = 12
-  config.training.snapshot_freq_for_preemption = 6
-  with caplog.at_level(logging.WARNING, logger="score_sde.checkpoints"):
-    resumed = run(config, tmp_path / "w", jax.devices()[:1])
-  assert any("skipping unreadable checkpoint" in r.getMessage() and "/9" in r.getMessage() for r in caplog.records)
-  for a, b in zip(jax.tree.leaves(reference.params), jax.tree.leaves(resumed.params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    """Damage the newest checkpoint's data files: the restart warns, resumes from the previous one and
+    ends with the same parameters as an undisturbed run."""
+    config = small_config()
+    reference = run(config, tmp_path / "ref", jax.devices()[:1])
+    config.training.n_iters = 9  # ends with the checkpoint of step 9, after those of steps 3 and 6
+    config.training.snapshot_freq_for_preemption = 3
+    run(config, tmp_path / "w", jax.devices()[:1])
+    store = checkpoints.TrainCheckpoints(str(tmp_path / "w"))
+    assert store.steps()[0] == (9, checkpoints.PERIODIC)
+    for root, _, files in os.walk(os.path.join(store.path(9, checkpoints.PERIODIC), "model")):
+        for name in files:
+            if os.path.basename(root) == "d":  # the array data files
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(3)
+    config.training.n_iters = 12
+    config.training.snapshot_freq_for_preemption = 6
+    with caplog.at_level(logging.WARNING, logger="score_sde.checkpoints"):
+        resumed = run(config, tmp_path / "w", jax.devices()[:1])
+    assert any("skipping unreadable checkpoint" in r.getMessage() and "/9" in r.getMessage() for r in caplog.records)
+    for a, b in zip(jax.tree.leaves(reference.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

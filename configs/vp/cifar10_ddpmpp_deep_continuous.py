@@ -5,14 +5,14 @@ from configs.default_cifar10_configs import get_default_configs
 
 
 def get_config():
-  config = ncsnpp(get_default_configs(), num_res_blocks=8, fir=False, progressive_input='none')
-  config.training.sde = 'vpsde'
-  config.training.continuous = True
-  config.training.reduce_mean = True
-  config.training.n_iters = 950001
-  sampler(config, predictor='euler_maruyama', corrector='none')
-  config.data.centered = True
-  config.model.scale_by_sigma = False
-  config.model.ema_rate = 0.9999
-  config.model.embedding_type = 'positional'
-  return config
+    config = ncsnpp(get_default_configs(), num_res_blocks=8, fir=False, progressive_input="none")
+    config.training.sde = "vpsde"
+    config.training.continuous = True
+    config.training.reduce_mean = True
+    config.training.n_iters = 950001
+    sampler(config, predictor="euler_maruyama", corrector="none")
+    config.data.centered = True
+    config.model.scale_by_sigma = False
+    config.model.ema_rate = 0.9999
+    config.model.embedding_type = "positional"
+    return config

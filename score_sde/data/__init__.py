@@ -29,10 +29,29 @@ from score_sde.data.pipeline import (
     train_batches,
     train_dataset,
 )
-from score_sde.data.sources import DATASETS, ArraySource, FolderSource, ImageSource, TFRecordSource, TfdsSource, get_source
+from score_sde.data.sources import (
+    DATASETS,
+    ArraySource,
+    FolderSource,
+    ImageSource,
+    TfdsSource,
+    TFRecordSource,
+    get_source,
+)
 
 __all__ = [
-    "DATASETS", "ArraySource", "FolderSource", "ImageSource", "TFRecordSource", "TfdsSource",
-    "eval_batches", "eval_dataset", "get_data_inverse_scaler", "get_data_scaler", "get_source",
-    "host_rows", "train_batches", "train_dataset",
+    "DATASETS",
+    "ArraySource",
+    "FolderSource",
+    "ImageSource",
+    "TFRecordSource",
+    "TfdsSource",
+    "eval_batches",
+    "eval_dataset",
+    "get_data_inverse_scaler",
+    "get_data_scaler",
+    "get_source",
+    "host_rows",
+    "train_batches",
+    "train_dataset",
 ]

@@ -26,8 +26,9 @@ def from_pil(image: Image.Image, num_channels: int) -> np.ndarray:
     return array[..., None] if num_channels == 1 else array
 
 
-def resize(image: np.ndarray, height: int, width: int | None = None,
-           resample: Image.Resampling = Image.Resampling.BILINEAR) -> np.ndarray:
+def resize(
+    image: np.ndarray, height: int, width: int | None = None, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> np.ndarray:
     """Resize to (height, width) (width defaults to height); a no-op at the same size."""
     width = height if width is None else width
     if image.shape[:2] == (height, width):
@@ -40,7 +41,7 @@ def central_crop(image: np.ndarray, size: int) -> np.ndarray:
     top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
     if top < 0 or left < 0:
         raise ValueError(f"cannot crop {size}x{size} from an image of shape {image.shape}")
-    return image[top:top + size, left:left + size]
+    return image[top : top + size, left : left + size]
 
 
 def resize_small(image: np.ndarray, size: int) -> np.ndarray:
@@ -54,5 +55,5 @@ def crop_resize(image: np.ndarray, size: int) -> np.ndarray:
     """The largest centred square, resized bicubically to size x size (the official `crop_resize`)."""
     square = min(image.shape[:2])
     h, w = image.shape[:2]
-    image = image[(h - square) // 2:(h + square) // 2, (w - square) // 2:(w + square) // 2]
+    image = image[(h - square) // 2 : (h + square) // 2, (w - square) // 2 : (w + square) // 2]
     return resize(image, size, resample=Image.Resampling.BICUBIC)

@@ -62,8 +62,9 @@ def _seed(config) -> int:
     return seed
 
 
-def _to_float(images: np.ndarray, rngs: list[np.random.Generator] | None, *, flip: bool,
-              dequantize: bool, centered: bool) -> np.ndarray:
+def _to_float(
+    images: np.ndarray, rngs: list[np.random.Generator] | None, *, flip: bool, dequantize: bool, centered: bool
+) -> np.ndarray:
     """uint8 (b, H, W, C) -> float32 in [0, 1], or [-1, 1] if centered.
 
     Row k uses rngs[k] (needed when flip or dequantize): its first draw u0 flips the row left-right when
@@ -96,9 +97,15 @@ def _shuffled(position: int, n: int, seed: int) -> int:
     return index_shuffle(index, max_index=n - 1, seed=(seed + epoch) % 2**32, rounds=4)
 
 
-def train_dataset(source: ImageSource, config, *, batch_size: int | None = None,
-                  process_index: int | None = None, process_count: int | None = None,
-                  num_devices: int | None = None) -> grain.MapDataset:
+def train_dataset(
+    source: ImageSource,
+    config,
+    *,
+    batch_size: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_devices: int | None = None,
+) -> grain.MapDataset:
     """This host's training batches as an endless random-access dataset: `ds[s]` is the local batch of
     step s, a dict(image=float32 (b, H, W, C), label=int32 (b,)) with b = batch_size / process_count.
 
@@ -123,8 +130,7 @@ def train_dataset(source: ImageSource, config, *, batch_size: int | None = None,
         images = np.stack([image for image, _ in items])
         labels = np.array([label for _, label in items], np.int32)
         rngs = [np.random.default_rng([seed, _TRAIN, step, j]) for j in js] if flip or dequantize else None
-        return dict(image=_to_float(images, rngs, flip=flip, dequantize=dequantize, centered=centered),
-                    label=labels)
+        return dict(image=_to_float(images, rngs, flip=flip, dequantize=dequantize, centered=centered), label=labels)
 
     return grain.MapDataset.range(sys.maxsize).map(local_batch)
 
@@ -136,10 +142,19 @@ def _iterate(ds: grain.MapDataset, prefetch: int, num_threads: int) -> Iterator:
     return iter(ds.to_iter_dataset(options))
 
 
-def train_batches(source: ImageSource, config, *, start_step: int = 0, n_steps: int | None = None,
-                  batch_size: int | None = None, process_index: int | None = None,
-                  process_count: int | None = None, num_devices: int | None = None,
-                  prefetch: int = 2, num_threads: int = 2) -> Iterator[dict]:
+def train_batches(
+    source: ImageSource,
+    config,
+    *,
+    start_step: int = 0,
+    n_steps: int | None = None,
+    batch_size: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_devices: int | None = None,
+    prefetch: int = 2,
+    num_threads: int = 2,
+) -> Iterator[dict]:
     """The training batches of steps start_step, start_step + 1, ... (endless), prepared in the background.
 
     Yields `train_dataset(...)[s]` for s = start_step, start_step+1, ... ; with n_steps, blocks of n_steps
@@ -150,16 +165,30 @@ def train_batches(source: ImageSource, config, *, start_step: int = 0, n_steps: 
     """
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
-    ds = train_dataset(source, config, batch_size=batch_size, process_index=process_index,
-                       process_count=process_count, num_devices=num_devices)[start_step:]
+    ds = train_dataset(
+        source,
+        config,
+        batch_size=batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        num_devices=num_devices,
+    )[start_step:]
     if n_steps is not None:
         ds = ds.batch(n_steps)
     return _iterate(ds, prefetch, num_threads)
 
 
-def eval_dataset(source: ImageSource, batch_size: int, config, *, dequantize: bool = False,
-                 uint8: bool = False, repeat: int = 0, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.MapDataset:
+def eval_dataset(
+    source: ImageSource,
+    batch_size: int,
+    config,
+    *,
+    dequantize: bool = False,
+    uint8: bool = False,
+    repeat: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.MapDataset:
     """One pass over `source` in order, as ceil(N / batch_size) global batches; `ds[i]` is this host's
     rows of global batch i: dict(image, label=int32 (b,), mask=bool (b,)).
 
@@ -192,10 +221,28 @@ def eval_dataset(source: ImageSource, batch_size: int, config, *, dequantize: bo
     return grain.MapDataset.range(math.ceil(n / batch_size)).map(local_batch)
 
 
-def eval_batches(source: ImageSource, batch_size: int, config, *, dequantize: bool = False,
-                 uint8: bool = False, repeat: int = 0, process_index: int | None = None,
-                 process_count: int | None = None, prefetch: int = 2, num_threads: int = 2) -> Iterator[dict]:
+def eval_batches(
+    source: ImageSource,
+    batch_size: int,
+    config,
+    *,
+    dequantize: bool = False,
+    uint8: bool = False,
+    repeat: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    prefetch: int = 2,
+    num_threads: int = 2,
+) -> Iterator[dict]:
     """Iterate `eval_dataset(...)` (one pass, in order), preparing `prefetch` batches ahead."""
-    ds = eval_dataset(source, batch_size, config, dequantize=dequantize, uint8=uint8, repeat=repeat,
-                      process_index=process_index, process_count=process_count)
+    ds = eval_dataset(
+        source,
+        batch_size,
+        config,
+        dequantize=dequantize,
+        uint8=uint8,
+        repeat=repeat,
+        process_index=process_index,
+        process_count=process_count,
+    )
     return _iterate(ds, prefetch, num_threads)

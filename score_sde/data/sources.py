@@ -63,8 +63,15 @@ class FolderSource:
     resized bicubically to image_size (a no-op for images already image_size x image_size).
     """
 
-    def __init__(self, path: pathlib.Path, names: list[str], labels: list[int], image_size: int,
-                 num_channels: int, class_names: list[str]):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        names: list[str],
+        labels: list[int],
+        image_size: int,
+        num_channels: int,
+        class_names: list[str],
+    ):
         self.path = path
         self.names = names
         self.labels = labels
@@ -122,8 +129,12 @@ def folder_source(path: str | os.PathLike, split: str, image_size: int, num_chan
     else:
         raise ValueError(f"config.data.path for dataset 'folder' must be a folder or a .zip file: {root}")
     # Image files only; hidden ones (".*", and macOS's "__MACOSX/" copies in zips) are not images.
-    files = sorted(f for f in files if pathlib.PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") or part == "__MACOSX" for part in f.split("/")))
+    files = sorted(
+        f
+        for f in files
+        if pathlib.PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") or part == "__MACOSX" for part in f.split("/"))
+    )
 
     tops = {f.split("/", 1)[0] for f in files if "/" in f}
     split_tops = tops & {name for names in _SPLIT_FOLDERS.values() for name in names}
@@ -133,17 +144,20 @@ def folder_source(path: str | os.PathLike, split: str, image_size: int, num_chan
         if not found:
             raise FileNotFoundError(
                 f"{root} has split folders {sorted(split_tops)} but none for split {split!r} "
-                f"(expected one of {list(_SPLIT_FOLDERS[split])})")
+                f"(expected one of {list(_SPLIT_FOLDERS[split])})"
+            )
         prefix = found[0] + "/"
-    files = [f[len(prefix):] for f in files if f.startswith(prefix)]
+    files = [f[len(prefix) :] for f in files if f.startswith(prefix)]
     if not files:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}/{prefix}")
 
     nested = ["/" in f for f in files]
     if any(nested) and not all(nested):
         loose = files[nested.index(False)]
-        raise ValueError(f"{root}/{prefix} mixes images at its top level ({loose}) with images in class "
-                         "sub-folders; put every image in a class sub-folder, or none")
+        raise ValueError(
+            f"{root}/{prefix} mixes images at its top level ({loose}) with images in class "
+            "sub-folders; put every image in a class sub-folder, or none"
+        )
     class_names = sorted({f.split("/", 1)[0] for f in files}) if all(nested) else []
     index = {name: i for i, name in enumerate(class_names)}
     labels = [index[f.split("/", 1)[0]] if class_names else 0 for f in files]
@@ -167,16 +181,21 @@ def load_npz(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarra
         keys = set(arrays.files)
         x_key, y_key = (f"x_{split}", f"y_{split}") if f"x_{split}" in keys else ("images", "labels")
         if x_key not in keys:
-            raise ValueError(f"{path} has no key 'x_{split}' nor 'images' (it has {sorted(keys)}); "
-                             "expected x_train / x_test (+ y_train / y_test) or images (+ labels)")
+            raise ValueError(
+                f"{path} has no key 'x_{split}' nor 'images' (it has {sorted(keys)}); "
+                "expected x_train / x_test (+ y_train / y_test) or images (+ labels)"
+            )
         images = arrays[x_key]
         labels = arrays[y_key] if y_key in keys else np.zeros(len(images), np.int32)
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(f"{path}['{x_key}'] must be uint8 of shape (N, H, W, C) or (N, H, W); "
-                         f"got {images.dtype} of shape {images.shape}")
+        raise ValueError(
+            f"{path}['{x_key}'] must be uint8 of shape (N, H, W, C) or (N, H, W); "
+            f"got {images.dtype} of shape {images.shape}"
+        )
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}['{y_key}'] must be integers of shape ({len(images)},); "
-                         f"got {labels.dtype} of shape {labels.shape}")
+        raise ValueError(
+            f"{path}['{y_key}'] must be integers of shape ({len(images)},); got {labels.dtype} of shape {labels.shape}"
+        )
     return (images[..., None] if images.ndim == 3 else images), labels.astype(np.int32)
 
 
@@ -187,7 +206,7 @@ def _read_idx(path: pathlib.Path) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -200,8 +219,10 @@ def load_idx_folder(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np
         candidates = [pathlib.Path(path) / f"{prefix}-{kind}-ubyte{gz}" for gz in ("", ".gz")]
         existing = [c for c in candidates if c.is_file()]
         if not existing:
-            raise FileNotFoundError(f"config.data.path: {path} has no {candidates[0].name}[.gz] (a folder of "
-                                    "IDX files is expected here; for arrays, give the .npz file itself)")
+            raise FileNotFoundError(
+                f"config.data.path: {path} has no {candidates[0].name}[.gz] (a folder of "
+                "IDX files is expected here; for arrays, give the .npz file itself)"
+            )
         found.append(_read_idx(existing[0]))
     return found[0][..., None], found[1].astype(np.int32)
 
@@ -232,8 +253,9 @@ class TFRecordSource:
                     raise ValueError(f"{self.path}: truncated TFRecord header at byte {offset}")
                 (length,) = struct.unpack("<Q", header[:8])
                 if offset + 12 + length + 4 > size:
-                    raise ValueError(f"{self.path}: truncated TFRecord at byte {offset} "
-                                     f"(record of {length} bytes, file of {size})")
+                    raise ValueError(
+                        f"{self.path}: truncated TFRecord at byte {offset} (record of {length} bytes, file of {size})"
+                    )
                 self.offsets.append(offset + 12)
                 self.lengths.append(length)
                 offset += 12 + length + 4
@@ -250,8 +272,10 @@ class TFRecordSource:
             record = f.read(self.lengths[index])
         features = tf_example_pb2.Example.FromString(record).features.feature
         if "shape" not in features or "data" not in features:
-            raise ValueError(f"{self.path}: record {index} has features {sorted(features)}, "
-                             "expected 'shape' (C, H, W) and 'data' (raw uint8 bytes)")
+            raise ValueError(
+                f"{self.path}: record {index} has features {sorted(features)}, "
+                "expected 'shape' (C, H, W) and 'data' (raw uint8 bytes)"
+            )
         shape = tuple(features["shape"].int64_list.value)
         data = np.frombuffer(features["data"].bytes_list.value[0], np.uint8)
         if len(shape) != 3 or data.size != np.prod(shape):
@@ -266,14 +290,14 @@ class TfdsSource:
     """A tensorflow-datasets split read without TensorFlow, through `tfds.data_source` (random access to
     array_record files), with the official per-dataset preprocessing applied to each image."""
 
-    def __init__(self, name: str, split: str, data_dir: str | None,
-                 preprocess: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, name: str, split: str, data_dir: str | None, preprocess: Callable[[np.ndarray], np.ndarray]):
         import tensorflow_datasets as tfds
 
         self.name, self.split, self.preprocess = name, split, preprocess
         try:
-            self._data = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                                          builder_kwargs={"file_format": "array_record"})
+            self._data = tfds.data_source(
+                name, split=split, data_dir=data_dir, download=False, builder_kwargs={"file_format": "array_record"}
+            )
         except Exception as e:  # tfds raises KeyError / FileNotFoundError / NotImplementedError here
             where = data_dir or tfds.core.constants.DATA_DIR
             raise FileNotFoundError(
@@ -282,7 +306,8 @@ class TfdsSource:
                 "from here. Prepare it once on a machine with internet access and TensorFlow: "
                 f"`pip install tensorflow tensorflow-datasets && tfds build {name} --data_dir {where} "
                 "--file_format array_record`, then copy that folder here and point "
-                "config.data.tfds_data_dir (or $TFDS_DATA_DIR) at it.") from e
+                "config.data.tfds_data_dir (or $TFDS_DATA_DIR) at it."
+            ) from e
 
     def __len__(self) -> int:
         return len(self._data)
@@ -314,8 +339,7 @@ _TFDS = {
     "MNIST": ("mnist", "train", "test"),
     "FashionMNIST": ("fashion_mnist", "train", "test"),
 }
-DATASETS = ("CIFAR10", "SVHN", "CELEBA", "LSUN", "FFHQ", "CelebAHQ",
-            "digits", "MNIST", "FashionMNIST", "folder", "npz")
+DATASETS = ("CIFAR10", "SVHN", "CELEBA", "LSUN", "FFHQ", "CelebAHQ", "digits", "MNIST", "FashionMNIST", "folder", "npz")
 DIGITS_TRAIN = 1500  # digits: the first 1500 of scikit-learn's 1797 images train, the last 297 test
 
 
@@ -360,9 +384,11 @@ def _make_source(data, split: str) -> ImageSource:
         path = _path(data, dataset)
         images, labels = load_npz(path, split)
         if images.shape[1:] != (size, size, channels):
-            raise ValueError(f"{path}: images of shape {images.shape[1:]} (H, W, C) do not match the config "
-                             f"(config.data.image_size={size}, config.data.num_channels={channels}); "
-                             "npz arrays are used as stored, so resize them first")
+            raise ValueError(
+                f"{path}: images of shape {images.shape[1:]} (H, W, C) do not match the config "
+                f"(config.data.image_size={size}, config.data.num_channels={channels}); "
+                "npz arrays are used as stored, so resize them first"
+            )
         return ArraySource(images, labels)
     if dataset == "folder":
         return folder_source(_path(data, dataset), split, size, channels)
@@ -375,8 +401,12 @@ def _make_source(data, split: str) -> ImageSource:
         name, train_split, test_split = _TFDS[dataset]
         if dataset == "LSUN":
             name = name.format(category=data.category)
-        return TfdsSource(name, train_split if split == "train" else test_split,
-                          data.get("tfds_data_dir", None), _official_preprocess(dataset, size))
+        return TfdsSource(
+            name,
+            train_split if split == "train" else test_split,
+            data.get("tfds_data_dir", None),
+            _official_preprocess(dataset, size),
+        )
     raise ValueError(f"unknown config.data.dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
 
 
@@ -397,7 +427,9 @@ def get_source(config, split: str = "train") -> ImageSource:
     image, _ = source[0]
     expected = (data.image_size, data.image_size, data.num_channels)
     if image.dtype != np.uint8 or image.shape != expected:
-        raise ValueError(f"dataset {data.dataset!r} split {split!r} gives {image.dtype} images of shape "
-                         f"{image.shape}, but the config asks for uint8 {expected} (config.data.image_size, "
-                         "config.data.num_channels)")
+        raise ValueError(
+            f"dataset {data.dataset!r} split {split!r} gives {image.dtype} images of shape "
+            f"{image.shape}, but the config asks for uint8 {expected} (config.data.image_size, "
+            "config.data.num_channels)"
+        )
     return source

@@ -8,7 +8,10 @@ import os
 import jax
 import tqdm
 
-from score_sde.evaluation import images as images_lib, metrics, stats as stats_lib, weights as weights_lib
+from score_sde.evaluation import images as images_lib
+from score_sde.evaluation import metrics
+from score_sde.evaluation import stats as stats_lib
+from score_sde.evaluation import weights as weights_lib
 from score_sde.evaluation.features import InceptionFeatures
 
 
@@ -18,8 +21,10 @@ def run_convert_inception(src: str, dst: str | None = None) -> dict:
     (default ``$SCORE_SDE_INCEPTION`` or ~/.cache/score_sde/inception-2015-12-05.npz)."""
     dst = dst or weights_lib.default_weights_path()
     meta = weights_lib.convert(src, dst)
-    print(f"wrote {dst} from {meta['source']} ({meta['source_kind']}, sha256 {meta['source_sha256'][:12]}...); "
-          f"logits head: {'yes' if meta['has_logits'] else 'no (no Inception Score)'}")
+    print(
+        f"wrote {dst} from {meta['source']} ({meta['source_kind']}, sha256 {meta['source_sha256'][:12]}...); "
+        f"logits head: {'yes' if meta['has_logits'] else 'no (no Inception Score)'}"
+    )
     return meta
 
 
@@ -47,8 +52,15 @@ def dataset_batches(config, split: str, batch_size: int):
         yield batch["image"][batch["mask"]]
 
 
-def run_fid_stats(out: str, *, images: str | None = None, config=None, split: str = "train",
-                  weights: str | None = None, batch_size: int = 200) -> stats_lib.FeatureStats:
+def run_fid_stats(
+    out: str,
+    *,
+    images: str | None = None,
+    config=None,
+    split: str = "train",
+    weights: str | None = None,
+    batch_size: int = 200,
+) -> stats_lib.FeatureStats:
     """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
     image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
     of images or of .npz/.npy shards, or one .npz/.npy), written to OUT (.npz + .json record). An
@@ -72,8 +84,9 @@ def _stats_of(source: str, extractor_factory, batch_size: int) -> tuple[stats_li
     if stats_lib.is_stats_file(source):
         return stats_lib.load_stats(source)
     extractor = extractor_factory()
-    result = stats_lib.compute_stats(extractor, images_lib.iter_batches(source, batch_size),
-                                     _progress(f"features {os.path.basename(source)}"))
+    result = stats_lib.compute_stats(
+        extractor, images_lib.iter_batches(source, batch_size), _progress(f"features {os.path.basename(source)}")
+    )
     return result, stats_lib.make_record(extractor, f"path:{os.path.abspath(source)}", "all")
 
 
@@ -82,12 +95,22 @@ def _check_comparable(rec_a: dict | None, rec_b: dict | None, a: str, b: str) ->
         return  # foreign statistics (pytorch-fid, official score_sde): the user vouches for them
     for key in ("weights_source_sha256", "preprocessing"):
         if rec_a.get(key) != rec_b.get(key):
-            raise ValueError(f"{a} and {b} were made differently ({key}: {rec_a.get(key)!r} vs {rec_b.get(key)!r}); "
-                             "FID between them would be meaningless")
+            raise ValueError(
+                f"{a} and {b} were made differently ({key}: {rec_a.get(key)!r} vs {rec_b.get(key)!r}); "
+                "FID between them would be meaningless"
+            )
 
 
-def run_fid(a: str, b: str, *, weights: str | None = None, batch_size: int = 200, kid_subsets: int = 100,
-            kid_subset_size: int = 1000, seed: int = 0) -> dict:
+def run_fid(
+    a: str,
+    b: str,
+    *,
+    weights: str | None = None,
+    batch_size: int = 200,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict:
     """``fid A B``: FID and KID between two image sets, each a statistics file (from fid-stats, or
     pytorch-fid / official score_sde .npz) or images (folder, .npz, .npy); the Inception Score of A
     when A is images and the weights have logits. Returns ``{"fid", "kid", "inception_score",
@@ -102,8 +125,13 @@ def run_fid(a: str, b: str, *, weights: str | None = None, batch_size: int = 200
     stats_a, rec_a = _stats_of(a, extractor_factory, batch_size)
     stats_b, rec_b = _stats_of(b, extractor_factory, batch_size)
     _check_comparable(rec_a, rec_b, a, b)
-    result = {"fid": metrics.frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma),
-              "kid": None, "inception_score": stats_a.inception_score, "n_a": stats_a.n, "n_b": stats_b.n}
+    result = {
+        "fid": metrics.frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma),
+        "kid": None,
+        "inception_score": stats_a.inception_score,
+        "n_a": stats_a.n,
+        "n_b": stats_b.n,
+    }
     if stats_a.features is not None and stats_b.features is not None:
         result["kid"] = metrics.kernel_distance(stats_a.features, stats_b.features, kid_subsets, kid_subset_size, seed)
     line = f"FID {result['fid']:.4f}"
@@ -116,10 +144,23 @@ def run_fid(a: str, b: str, *, weights: str | None = None, batch_size: int = 200
     return result
 
 
-def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[int],
-                tolerances: list[float] = (1e-5,), num_samples: int = 10000, batch_size: int = 500,
-                ref_stats: str | None = None, weights: str | None = None, ema: bool = True, seed: int = 0,
-                fid_batch_size: int = 200, overrides: list[str] = (), extractor=None) -> list[dict]:
+def run_compare(
+    checkpoint: str,
+    out: str,
+    *,
+    samplers: list[str],
+    steps: list[int],
+    tolerances: list[float] = (1e-5,),
+    num_samples: int = 10000,
+    batch_size: int = 500,
+    ref_stats: str | None = None,
+    weights: str | None = None,
+    ema: bool = True,
+    seed: int = 0,
+    fid_batch_size: int = 200,
+    overrides: list[str] = (),
+    extractor=None,
+) -> list[dict]:
     """``compare CHECKPOINT OUT --samplers ... --steps ...``: for a model checkpoint, every sampler at
     every step count (adaptive ODE methods at every tolerance) -> ``num_samples`` samples each, FID and
     KID against the reference statistics, ``OUT/results.csv``, ``OUT/fid_vs_nfe.png`` and a sample grid
@@ -130,7 +171,9 @@ def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[i
     ``extractor`` replaces the Inception network (tests)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from score_sde import checkpoints, cli, data, models, score as score_lib, sde as sde_lib
+    from score_sde import checkpoints, cli, data, models
+    from score_sde import score as score_lib
+    from score_sde import sde as sde_lib
     from score_sde.evaluation import compare as compare_lib
 
     n_dev = jax.device_count()
@@ -156,12 +199,20 @@ def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[i
         reference = stats_lib.load_stats(ref_stats)[0]  # foreign statistics: used as given
     else:
         record = stats_lib.make_record(extractor, **dataset_record(config, "train"))
-        reference = stats_lib.cached_stats(ref_stats, extractor, lambda: dataset_batches(config, "train", fid_batch_size),
-                                           record, _progress("reference statistics"))
+        reference = stats_lib.cached_stats(
+            ref_stats,
+            extractor,
+            lambda: dataset_batches(config, "train", fid_batch_size),
+            record,
+            _progress("reference statistics"),
+        )
 
     s = config.get("sampling", None) or {}
-    options = dict(snr=float(s.get("snr", 0.16)), n_steps_each=int(s.get("n_steps_each", 1)),
-                   noise_removal=bool(s.get("noise_removal", True)))
+    options = dict(
+        snr=float(s.get("snr", 0.16)),
+        n_steps_each=int(s.get("n_steps_each", 1)),
+        noise_removal=bool(s.get("noise_removal", True)),
+    )
     d = config.data
     bar = tqdm.tqdm(total=len(settings) * -(-num_samples // batch_size), unit="batch", desc="compare")
 
@@ -170,14 +221,33 @@ def run_compare(checkpoint: str, out: str, *, samplers: list[str], steps: list[i
         bar.update(1)
 
     rows = compare_lib.compare(
-        score_fn, sde, settings, out, image_shape=(int(d.image_size), int(d.image_size), int(d.num_channels)),
-        num_samples=num_samples, batch_size=batch_size, extractor=extractor, reference=reference,
-        to_unit=data.get_data_inverse_scaler(config), seed=seed, sampler_options=options, sharding=sharding,
-        manifest={"checkpoint": os.path.abspath(checkpoint), "ema": ema, "overrides": list(overrides),
-                  "reference": os.path.abspath(ref_stats), "reference_images": reference.n}, progress=progress)
+        score_fn,
+        sde,
+        settings,
+        out,
+        image_shape=(int(d.image_size), int(d.image_size), int(d.num_channels)),
+        num_samples=num_samples,
+        batch_size=batch_size,
+        extractor=extractor,
+        reference=reference,
+        to_unit=data.get_data_inverse_scaler(config),
+        seed=seed,
+        sampler_options=options,
+        sharding=sharding,
+        manifest={
+            "checkpoint": os.path.abspath(checkpoint),
+            "ema": ema,
+            "overrides": list(overrides),
+            "reference": os.path.abspath(ref_stats),
+            "reference_images": reference.n,
+        },
+        progress=progress,
+    )
     bar.close()
     for r in rows:
         kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f}"
-        print(f"{r['sampler']:32s} steps={r['steps'] or '-':>5} tol={r['tol'] or '-':>7} NFE={r['nfe']:7.1f} "
-              f"FID={r['fid']:9.3f} KID={kid} ({r['sampling_seconds']:.0f} s)")
+        print(
+            f"{r['sampler']:32s} steps={r['steps'] or '-':>5} tol={r['tol'] or '-':>7} NFE={r['nfe']:7.1f} "
+            f"FID={r['fid']:9.3f} KID={kid} ({r['sampling_seconds']:.0f} s)"
+        )
     return rows

@@ -31,7 +31,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from score_sde.evaluation import images as images_lib, metrics
+from score_sde.evaluation import images as images_lib
+from score_sde.evaluation import metrics
 from score_sde.evaluation.stats import FeatureStats, compute_stats
 from score_sde.sampling import get_corrector, get_predictor, ode_sampler, pc_sampler
 from score_sde.sampling.ode import ADAPTIVE
@@ -82,18 +83,36 @@ def grid(samplers: Sequence[str], steps: Sequence[int], tolerances: Sequence[flo
     return settings
 
 
-def sampling_fn(setting: Setting, sde, shape: tuple[int, ...], *, snr: float = 0.16, n_steps_each: int = 1,
-                noise_removal: bool = True, sharding=None) -> Callable:
+def sampling_fn(
+    setting: Setting,
+    sde,
+    shape: tuple[int, ...],
+    *,
+    snr: float = 0.16,
+    n_steps_each: int = 1,
+    noise_removal: bool = True,
+    sharding=None,
+) -> Callable:
     """``fn(key, score_fn) -> (samples, nfe)`` for one setting; PC options as config.sampling."""
     kind, args = _parse(setting.sampler)
     if kind == "pc":
         stepped = dataclasses.replace(sde, N=setting.steps)  # the time grid; the score is unchanged
         return lambda key, score_fn: pc_sampler(
-            key, score_fn, stepped, shape, predictor=args[0], corrector=args[1], snr=snr, n_steps=n_steps_each,
-            denoise=noise_removal, sharding=sharding)
+            key,
+            score_fn,
+            stepped,
+            shape,
+            predictor=args[0],
+            corrector=args[1],
+            snr=snr,
+            n_steps=n_steps_each,
+            denoise=noise_removal,
+            sharding=sharding,
+        )
     options = dict(rtol=setting.tol, atol=setting.tol) if setting.steps is None else dict(num_steps=setting.steps)
-    return lambda key, score_fn: ode_sampler(key, score_fn, sde, shape, method=args[0], denoise=noise_removal,
-                                             sharding=sharding, **options)
+    return lambda key, score_fn: ode_sampler(
+        key, score_fn, sde, shape, method=args[0], denoise=noise_removal, sharding=sharding, **options
+    )
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -115,16 +134,32 @@ def _check_manifest(out_dir: str, manifest: dict) -> None:
         with open(path) as f:
             existing = json.load(f)
         if existing != manifest:
-            diff = {k: (existing.get(k), manifest.get(k)) for k in set(existing) | set(manifest)
-                    if existing.get(k) != manifest.get(k)}
-            raise ValueError(f"{out_dir} holds a different comparison ({diff}, as (there, asked)); "
-                             "use another output folder, or the same arguments to resume it")
+            diff = {
+                k: (existing.get(k), manifest.get(k))
+                for k in set(existing) | set(manifest)
+                if existing.get(k) != manifest.get(k)
+            }
+            raise ValueError(
+                f"{out_dir} holds a different comparison ({diff}, as (there, asked)); "
+                "use another output folder, or the same arguments to resume it"
+            )
     else:
         _write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-def _sample_setting(setting: Setting, fn: Callable, score_fn, directory: str, *, num_samples: int,
-                    batch_size: int, seed: int, to_unit: Callable, sharding, progress: Callable | None) -> None:
+def _sample_setting(
+    setting: Setting,
+    fn: Callable,
+    score_fn,
+    directory: str,
+    *,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    to_unit: Callable,
+    sharding,
+    progress: Callable | None,
+) -> None:
     os.makedirs(directory, exist_ok=True)
     n_shards = math.ceil(num_samples / batch_size)
     base = jax.random.key(seed)
@@ -149,8 +184,17 @@ def _shards(directory: str) -> list[str]:
     return sorted(os.path.join(directory, f) for f in os.listdir(directory) if re.fullmatch(r"shard_\d{5}\.npz", f))
 
 
-def _evaluate_setting(setting: Setting, directory: str, grid_path: str, *, extractor, reference: FeatureStats,
-                      kid_subsets: int, kid_subset_size: int, seed: int) -> dict:
+def _evaluate_setting(
+    setting: Setting,
+    directory: str,
+    grid_path: str,
+    *,
+    extractor,
+    reference: FeatureStats,
+    kid_subsets: int,
+    kid_subset_size: int,
+    seed: int,
+) -> dict:
     shards = _shards(directory)
     nfes, seconds = [], 0.0
     for shard in shards:
@@ -164,16 +208,26 @@ def _evaluate_setting(setting: Setting, directory: str, grid_path: str, *, extra
         for shard in shards:
             with np.load(shard) as f:
                 samples = f["samples"]
-            first.append(samples[:GRID_IMAGES - sum(map(len, first))])
+            first.append(samples[: GRID_IMAGES - sum(map(len, first))])
             yield samples
 
     sample_stats = compute_stats(extractor, batches())
     images_lib.save_png(grid_path, images_lib.image_grid(np.concatenate(first)))
-    kid = (metrics.kernel_distance(sample_stats.features, reference.features, kid_subsets, kid_subset_size, seed)
-           if reference.features is not None else None)
-    return {"sampler": setting.sampler, "steps": setting.steps, "tol": setting.tol, "nfe": float(np.mean(nfes)),
-            "fid": metrics.frechet_distance(sample_stats.mu, sample_stats.sigma, reference.mu, reference.sigma),
-            "kid": kid, "sampling_seconds": seconds, "num_samples": sample_stats.n}
+    kid = (
+        metrics.kernel_distance(sample_stats.features, reference.features, kid_subsets, kid_subset_size, seed)
+        if reference.features is not None
+        else None
+    )
+    return {
+        "sampler": setting.sampler,
+        "steps": setting.steps,
+        "tol": setting.tol,
+        "nfe": float(np.mean(nfes)),
+        "fid": metrics.frechet_distance(sample_stats.mu, sample_stats.sigma, reference.mu, reference.sigma),
+        "kid": kid,
+        "sampling_seconds": seconds,
+        "num_samples": sample_stats.n,
+    }
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
@@ -210,11 +264,26 @@ def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
     _write_atomic(path, buf.getvalue())
 
 
-def compare(score_fn, sde, settings: Sequence[Setting], out_dir: str, *, image_shape: tuple[int, ...],
-            num_samples: int, batch_size: int, extractor, reference: FeatureStats, to_unit: Callable = lambda x: x,
-            seed: int = 0, sampler_options: dict | None = None, sharding=None, manifest: dict | None = None,
-            kid_subsets: int = 100, kid_subset_size: int = 1000,
-            progress: Callable[[Setting, int, int], None] | None = None) -> list[dict]:
+def compare(
+    score_fn,
+    sde,
+    settings: Sequence[Setting],
+    out_dir: str,
+    *,
+    image_shape: tuple[int, ...],
+    num_samples: int,
+    batch_size: int,
+    extractor,
+    reference: FeatureStats,
+    to_unit: Callable = lambda x: x,
+    seed: int = 0,
+    sampler_options: dict | None = None,
+    sharding=None,
+    manifest: dict | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    progress: Callable[[Setting, int, int], None] | None = None,
+) -> list[dict]:
     """Samples ``num_samples`` images per setting in shards of ``batch_size`` with ``score_fn(x, t)``,
     and scores them against ``reference`` with ``extractor`` (an `InceptionFeatures`, or anything with
     its ``stream``). ``to_unit`` maps samples to [0, 1] (the data's inverse scaler). ``progress(setting,
@@ -225,9 +294,18 @@ def compare(score_fn, sde, settings: Sequence[Setting], out_dir: str, *, image_s
         raise ValueError(f"num_samples must be >= 2 (FID needs a covariance), got {num_samples}")
     options = dict(sampler_options or {})
     os.makedirs(out_dir, exist_ok=True)
-    _check_manifest(out_dir, {**(manifest or {}), "settings": [s.name for s in settings],
-                              "num_samples": num_samples, "batch_size": batch_size, "seed": seed,
-                              "image_shape": list(image_shape), "sampler_options": options})
+    _check_manifest(
+        out_dir,
+        {
+            **(manifest or {}),
+            "settings": [s.name for s in settings],
+            "num_samples": num_samples,
+            "batch_size": batch_size,
+            "seed": seed,
+            "image_shape": list(image_shape),
+            "sampler_options": options,
+        },
+    )
     os.makedirs(os.path.join(out_dir, "grids"), exist_ok=True)
     shape = (batch_size, *image_shape)
     rows = []
@@ -236,11 +314,28 @@ def compare(score_fn, sde, settings: Sequence[Setting], out_dir: str, *, image_s
         metrics_path = os.path.join(directory, "metrics.json")
         if not os.path.exists(metrics_path):
             fn = sampling_fn(setting, sde, shape, sharding=sharding, **options)
-            _sample_setting(setting, fn, score_fn, directory, num_samples=num_samples, batch_size=batch_size,
-                            seed=seed, to_unit=to_unit, sharding=sharding, progress=progress)
-            row = _evaluate_setting(setting, directory, os.path.join(out_dir, "grids", f"{setting.name}.png"),
-                                    extractor=extractor, reference=reference, kid_subsets=kid_subsets,
-                                    kid_subset_size=kid_subset_size, seed=seed)
+            _sample_setting(
+                setting,
+                fn,
+                score_fn,
+                directory,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                seed=seed,
+                to_unit=to_unit,
+                sharding=sharding,
+                progress=progress,
+            )
+            row = _evaluate_setting(
+                setting,
+                directory,
+                os.path.join(out_dir, "grids", f"{setting.name}.png"),
+                extractor=extractor,
+                reference=reference,
+                kid_subsets=kid_subsets,
+                kid_subset_size=kid_subset_size,
+                seed=seed,
+            )
             _write_atomic(metrics_path, (json.dumps(row, indent=2) + "\n").encode())
         with open(metrics_path) as f:
             rows.append(json.load(f))

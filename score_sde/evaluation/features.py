@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from score_sde.evaluation import weights as weights_lib
 from score_sde.evaluation.inception import InceptionV3, preprocess
@@ -42,8 +43,7 @@ class InceptionFeatures:
     shape) and the padding rows are dropped from the output.
     """
 
-    def __init__(self, weights: str | tuple[dict, dict] | None = None, batch_size: int = 200,
-                 devices=None):
+    def __init__(self, weights: str | tuple[dict, dict] | None = None, batch_size: int = 200, devices=None):
         variables, self.meta = weights if isinstance(weights, tuple) else weights_lib.load(weights)
         self.has_logits = bool(self.meta["has_logits"])
         devices = tuple(devices or jax.local_devices())  # this process's devices: host-local images
@@ -53,8 +53,10 @@ class InceptionFeatures:
 
     def _dispatch(self, chunk: np.ndarray):
         if chunk.dtype != np.uint8:
-            raise TypeError(f"Inception features take uint8 images, got {chunk.dtype} "
-                            "(quantise samples first, e.g. with score_sde.evaluation.images.to_uint8)")
+            raise TypeError(
+                f"Inception features take uint8 images, got {chunk.dtype} "
+                "(quantise samples first, e.g. with score_sde.evaluation.images.to_uint8)"
+            )
         n = len(chunk)
         if n < self.batch_size:
             chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)])

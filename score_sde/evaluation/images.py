@@ -25,8 +25,7 @@ def _nhwc(a: np.ndarray, source: str) -> np.ndarray:
     if a.ndim == 3:
         a = a[..., None]
     if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.dtype != np.uint8:
-        raise ValueError(f"{source}: expected uint8 images (N, H, W) or (N, H, W, 1 or 3), "
-                         f"got {a.dtype} {a.shape}")
+        raise ValueError(f"{source}: expected uint8 images (N, H, W) or (N, H, W, 1 or 3), got {a.dtype} {a.shape}")
     return a
 
 
@@ -67,7 +66,7 @@ def iter_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
             raise ValueError(f"{path}: expected a folder, an .npz or an .npy file")
         arrays = load_array(path, mmap=True)
         for i in range(0, len(arrays), batch_size):
-            yield np.ascontiguousarray(arrays[i:i + batch_size])
+            yield np.ascontiguousarray(arrays[i : i + batch_size])
         return
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no images at {path}")
@@ -81,7 +80,7 @@ def iter_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
             yield from iter_batches(shard, batch_size)
         return
     for i in range(0, len(images), batch_size):
-        batch = [_read_image(p) for p in images[i:i + batch_size]]
+        batch = [_read_image(p) for p in images[i : i + batch_size]]
         shapes = {b.shape for b in batch}
         if len(shapes) > 1:
             raise ValueError(f"{path}: images of different sizes {sorted(shapes)}; resize them first")
@@ -97,7 +96,7 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.
     grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), np.uint8)
     for i, im in enumerate(images):
         r, k = divmod(i, nrow)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = im
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = im
     return grid
 
 

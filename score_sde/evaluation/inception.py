@@ -92,8 +92,13 @@ class ConvBN(nn.Module):
         var = self.param("var", nn.initializers.ones, (self.features,))
         ph, pw = self.padding
         y = jax.lax.conv_general_dilated(
-            x, kernel, (self.stride, self.stride), ((ph, ph), (pw, pw)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+            x,
+            kernel,
+            (self.stride, self.stride),
+            ((ph, ph), (pw, pw)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
         y = (y - mean) * (gamma * jax.lax.rsqrt(var + BN_EPS)) + beta
         return nn.relu(y)
 

@@ -23,7 +23,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
     s = _sqrt_psd(sigma1)
     eig = np.linalg.eigvalsh(s @ sigma2 @ s)
     tr_covmean = np.sum(np.sqrt(np.clip(eig, 0.0, None)))
@@ -59,8 +61,9 @@ def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
     return float(diff @ diff + tr1 + tr2 - 2.0 * tr_covmean)
 
 
-def kernel_distance(f1: np.ndarray, f2: np.ndarray, num_subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> float:
+def kernel_distance(
+    f1: np.ndarray, f2: np.ndarray, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> float:
     """KID (Bińkowski et al., 2018): the unbiased estimator of the squared MMD with the polynomial
     kernel k(x, y) = (x.y / d + 1)^3, averaged over ``num_subsets`` random subsets of
     m = min(subset_size, N1, N2) rows drawn without replacement from each set (as NVlabs' and

@@ -20,8 +20,10 @@ import numpy as np
 from score_sde.evaluation import metrics
 from score_sde.evaluation.features import InceptionFeatures
 
-PREPROCESSING = ("uint8 pixels -> float32, TF1 legacy bilinear resize to 299x299 (align_corners=False, "
-                 "half_pixel_centers=False, border clamp, no antialiasing), then x / 128 - 1")
+PREPROCESSING = (
+    "uint8 pixels -> float32, TF1 legacy bilinear resize to 299x299 (align_corners=False, "
+    "half_pixel_centers=False, border clamp, no antialiasing), then x / 128 - 1"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +69,9 @@ class RunningMoments:
         return self.mean, self.m2 / (self.n - 1)
 
 
-def compute_stats(extractor: InceptionFeatures, batches: Iterable[np.ndarray],
-                  progress: Callable[[int], None] | None = None) -> FeatureStats:
+def compute_stats(
+    extractor: InceptionFeatures, batches: Iterable[np.ndarray], progress: Callable[[int], None] | None = None
+) -> FeatureStats:
     """Streams uint8 image batches (any lengths; every image is used) through the Inception network.
     Holds one batch of images at a time and the (N, 2048) features; ``progress(images_done)`` is
     called after each batch."""
@@ -150,13 +153,24 @@ def load_stats(path: str) -> tuple[FeatureStats, dict | None]:
 def make_record(extractor: InceptionFeatures, dataset: str, split: str, **extra) -> dict:
     """The identity of a statistics file: what data, which weights (the hash of the original PyTorch
     file: a re-conversion gives the same network), which preprocessing."""
-    return {"dataset": dataset, "split": split, "weights_source": extractor.meta["source"],
-            "weights_source_sha256": extractor.meta["source_sha256"], "preprocessing": PREPROCESSING,
-            "feature": "pool3", **extra}
+    return {
+        "dataset": dataset,
+        "split": split,
+        "weights_source": extractor.meta["source"],
+        "weights_source_sha256": extractor.meta["source_sha256"],
+        "preprocessing": PREPROCESSING,
+        "feature": "pool3",
+        **extra,
+    }
 
 
-def cached_stats(path: str, extractor: InceptionFeatures, batches: Callable[[], Iterable[np.ndarray]],
-                 record: dict, progress: Callable[[int], None] | None = None) -> FeatureStats:
+def cached_stats(
+    path: str,
+    extractor: InceptionFeatures,
+    batches: Callable[[], Iterable[np.ndarray]],
+    record: dict,
+    progress: Callable[[int], None] | None = None,
+) -> FeatureStats:
     """Statistics at ``path`` if it exists with a record matching ``record`` (every key of it); else,
     if there is no file, computed from ``batches()`` (uint8 image batches) and saved there with the
     record (plus ``num_images``, ``weights_file_sha256`` and ``created``). A file made differently is
@@ -164,14 +178,17 @@ def cached_stats(path: str, extractor: InceptionFeatures, batches: Callable[[], 
     if os.path.exists(path):
         stats, existing = load_stats(path)
         if existing is None:
-            raise ValueError(f"{path} holds statistics without a record ({path}.json) of how they were made; "
-                             "pass another path, or use it directly where a statistics file is taken")
+            raise ValueError(
+                f"{path} holds statistics without a record ({path}.json) of how they were made; "
+                "pass another path, or use it directly where a statistics file is taken"
+            )
         diff = {k: (existing.get(k), v) for k, v in record.items() if existing.get(k) != v}
         if diff:
-            raise ValueError(f"{path} holds statistics made differently ({diff}, as (there, asked)); "
-                             "pass another path or delete it")
+            raise ValueError(
+                f"{path} holds statistics made differently ({diff}, as (there, asked)); pass another path or delete it"
+            )
         return stats
     stats = compute_stats(extractor, batches(), progress)
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     save_stats(path, stats, {**record, "weights_file_sha256": extractor.meta["sha256"], "created": created})
     return stats

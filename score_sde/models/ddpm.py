@@ -13,67 +13,68 @@ from score_sde.models.layers import conv3x3, default_init, group_norm
 from score_sde.models.utils import compute_dtype, get_act, get_sigmas, register_model
 
 
-@register_model('ddpm')
+@register_model("ddpm")
 class DDPM(nn.Module):
-  """DDPM score network.
+    """DDPM score network.
 
-  ``__call__(x, labels, train=False)``: x (B, H, W, C) float32, in [0, 1] if ``config.data.centered`` is false
-  (mapped to [-1, 1] inside) or in [-1, 1] if true; labels (B,) the time step for the sinusoidal embedding:
-  the integer step / noise-level index for discrete training, t * 999 for continuous VP / sub-VP training.
-  Returns (B, H, W, C) float32, divided by ``get_sigmas(config)[labels]`` when ``config.model.scale_by_sigma``
-  (the VE DDPM config). Only ``config.model.normalization='GroupNorm'`` exists for this network, as in every
-  official config.
-  """
-  config: ml_collections.ConfigDict
+    ``__call__(x, labels, train=False)``: x (B, H, W, C) float32, in [0, 1] if ``config.data.centered`` is false
+    (mapped to [-1, 1] inside) or in [-1, 1] if true; labels (B,) the time step for the sinusoidal embedding:
+    the integer step / noise-level index for discrete training, t * 999 for continuous VP / sub-VP training.
+    Returns (B, H, W, C) float32, divided by ``get_sigmas(config)[labels]`` when ``config.model.scale_by_sigma``
+    (the VE DDPM config). Only ``config.model.normalization='GroupNorm'`` exists for this network, as in every
+    official config.
+    """
 
-  @nn.compact
-  def __call__(self, x, labels, train: bool = False):
-    m = self.config.model
-    if m.normalization != 'GroupNorm':
-      raise ValueError(f"config.model.normalization={m.normalization!r}: the DDPM network uses 'GroupNorm'")
-    act = get_act(self.config)
-    dtype = compute_dtype(self.config)
-    nf, ch_mult, num_res_blocks = m.nf, tuple(m.ch_mult), m.num_res_blocks
-    attn_resolutions = tuple(m.attn_resolutions)
-    num_resolutions = len(ch_mult)
-    layers.check_unet_input(x, num_resolutions)
-    ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=m.dropout)
+    config: ml_collections.ConfigDict
 
-    if m.conditional:
-      temb = layers.get_timestep_embedding(labels, nf).astype(dtype)
-      temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(temb)
-      temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(act(temb))
-    else:
-      temb = None
+    @nn.compact
+    def __call__(self, x, labels, train: bool = False):
+        m = self.config.model
+        if m.normalization != "GroupNorm":
+            raise ValueError(f"config.model.normalization={m.normalization!r}: the DDPM network uses 'GroupNorm'")
+        act = get_act(self.config)
+        dtype = compute_dtype(self.config)
+        nf, ch_mult, num_res_blocks = m.nf, tuple(m.ch_mult), m.num_res_blocks
+        attn_resolutions = tuple(m.attn_resolutions)
+        num_resolutions = len(ch_mult)
+        layers.check_unet_input(x, num_resolutions)
+        ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=m.dropout)
 
-    h = x if self.config.data.centered else 2 * x - 1.
-    h = h.astype(dtype)
+        if m.conditional:
+            temb = layers.get_timestep_embedding(labels, nf).astype(dtype)
+            temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(temb)
+            temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(act(temb))
+        else:
+            temb = None
 
-    hs = [conv3x3(h, nf)]
-    for i_level in range(num_resolutions):
-      for _ in range(num_res_blocks):
-        h = ResnetBlock(out_ch=nf * ch_mult[i_level])(hs[-1], temb, train)
-        if h.shape[1] in attn_resolutions:
-          h = layers.AttnBlock()(h)
-        hs.append(h)
-      if i_level != num_resolutions - 1:
-        hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
+        h = x if self.config.data.centered else 2 * x - 1.0
+        h = h.astype(dtype)
 
-    h = hs[-1]
-    h = ResnetBlock()(h, temb, train)
-    h = layers.AttnBlock()(h)
-    h = ResnetBlock()(h, temb, train)
+        hs = [conv3x3(h, nf)]
+        for i_level in range(num_resolutions):
+            for _ in range(num_res_blocks):
+                h = ResnetBlock(out_ch=nf * ch_mult[i_level])(hs[-1], temb, train)
+                if h.shape[1] in attn_resolutions:
+                    h = layers.AttnBlock()(h)
+                hs.append(h)
+            if i_level != num_resolutions - 1:
+                hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
 
-    for i_level in reversed(range(num_resolutions)):
-      for _ in range(num_res_blocks + 1):
-        h = ResnetBlock(out_ch=nf * ch_mult[i_level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
-      if h.shape[1] in attn_resolutions:
+        h = hs[-1]
+        h = ResnetBlock()(h, temb, train)
         h = layers.AttnBlock()(h)
-      if i_level != 0:
-        h = layers.Upsample(with_conv=m.resamp_with_conv)(h)
+        h = ResnetBlock()(h, temb, train)
 
-    h = act(group_norm(h, 32))
-    h = conv3x3(h, x.shape[-1], init_scale=0.).astype(jnp.float32)
-    if m.scale_by_sigma:
-      h = h / get_sigmas(self.config)[labels.astype(jnp.int32)].reshape((-1,) + (1,) * (h.ndim - 1))
-    return h
+        for i_level in reversed(range(num_resolutions)):
+            for _ in range(num_res_blocks + 1):
+                h = ResnetBlock(out_ch=nf * ch_mult[i_level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+            if h.shape[1] in attn_resolutions:
+                h = layers.AttnBlock()(h)
+            if i_level != 0:
+                h = layers.Upsample(with_conv=m.resamp_with_conv)(h)
+
+        h = act(group_norm(h, 32))
+        h = conv3x3(h, x.shape[-1], init_scale=0.0).astype(jnp.float32)
+        if m.scale_by_sigma:
+            h = h / get_sigmas(self.config)[labels.astype(jnp.int32)].reshape((-1,) + (1,) * (h.ndim - 1))
+        return h

@@ -6,7 +6,7 @@ All read an ``ml_collections.ConfigDict`` with the official field names (``confi
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,60 +17,60 @@ _MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {}
 
 
 def register_model(name: str):
-  """Class (or factory) decorator: ``get_model`` builds it when ``config.model.name == name``."""
+    """Class (or factory) decorator: ``get_model`` builds it when ``config.model.name == name``."""
 
-  def register(factory):
-    if name in _MODELS:
-      raise ValueError(f"a model named {name!r} is already registered")
-    _MODELS[name] = factory
-    return factory
+    def register(factory):
+        if name in _MODELS:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _MODELS[name] = factory
+        return factory
 
-  return register
+    return register
 
 
 def get_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The Flax module named by ``config.model.name`` (one of the official names, e.g. 'ncsnpp', 'ddpm')."""
-  name = config.model.name
-  if name not in _MODELS:
-    raise ValueError(f"config.model.name={name!r} is not a known network; known: {sorted(_MODELS)}")
-  return _MODELS[name](config)
+    """The Flax module named by ``config.model.name`` (one of the official names, e.g. 'ncsnpp', 'ddpm')."""
+    name = config.model.name
+    if name not in _MODELS:
+        raise ValueError(f"config.model.name={name!r} is not a known network; known: {sorted(_MODELS)}")
+    return _MODELS[name](config)
 
 
 def get_sigmas(config: ml_collections.ConfigDict) -> jnp.ndarray:
-  """The ``num_scales`` noise levels of SMLD, geometric from ``sigma_max`` down to ``sigma_min``: (N,) float32.
+    """The ``num_scales`` noise levels of SMLD, geometric from ``sigma_max`` down to ``sigma_min``: (N,) float32.
 
-  Index i is the i-th noise level of the discrete models (0 = largest).
-  """
-  m = config.model
-  return jnp.asarray(np.exp(np.linspace(np.log(m.sigma_max), np.log(m.sigma_min), m.num_scales)), jnp.float32)
+    Index i is the i-th noise level of the discrete models (0 = largest).
+    """
+    m = config.model
+    return jnp.asarray(np.exp(np.linspace(np.log(m.sigma_max), np.log(m.sigma_min), m.num_scales)), jnp.float32)
 
 
 _ACTIVATIONS = {
-    'elu': nn.elu,
-    'relu': nn.relu,
-    'lrelu': functools.partial(nn.leaky_relu, negative_slope=0.2),
-    'swish': nn.swish,
+    "elu": nn.elu,
+    "relu": nn.relu,
+    "lrelu": functools.partial(nn.leaky_relu, negative_slope=0.2),
+    "swish": nn.swish,
 }
 
 
 def get_act(config: ml_collections.ConfigDict) -> Callable:
-  """The activation ``config.model.nonlinearity`` names: 'elu', 'relu', 'lrelu' (slope 0.2) or 'swish'."""
-  name = config.model.nonlinearity.lower()
-  if name not in _ACTIVATIONS:
-    raise ValueError(f"config.model.nonlinearity={name!r} is not one of {sorted(_ACTIVATIONS)}")
-  return _ACTIVATIONS[name]
+    """The activation ``config.model.nonlinearity`` names: 'elu', 'relu', 'lrelu' (slope 0.2) or 'swish'."""
+    name = config.model.nonlinearity.lower()
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"config.model.nonlinearity={name!r} is not one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
 
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
-  """The dtype the network computes in, ``config.model.dtype`` ('float32' when absent, or 'bfloat16').
+    """The dtype the network computes in, ``config.model.dtype`` ('float32' when absent, or 'bfloat16').
 
-  Parameters stay float32 whatever this is: every layer computes in the dtype of its input, and the
-  networks cast their input to this dtype and their output back to float32.
-  """
-  name = config.model.get('dtype', 'float32')
-  if name not in _DTYPES:
-    raise ValueError(f"config.model.dtype={name!r} is not one of {sorted(_DTYPES)}")
-  return _DTYPES[name]
+    Parameters stay float32 whatever this is: every layer computes in the dtype of its input, and the
+    networks cast their input to this dtype and their output back to float32.
+    """
+    name = config.model.get("dtype", "float32")
+    if name not in _DTYPES:
+        raise ValueError(f"config.model.dtype={name!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[name]

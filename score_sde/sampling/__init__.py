@@ -9,7 +9,7 @@ New predictors and correctors register by name (see predictors.py and correctors
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from score_sde.sampling.correctors import CORRECTORS, get_corrector, register_corrector
 from score_sde.sampling.ode import integrate, ode_sampler
@@ -18,13 +18,22 @@ from score_sde.sampling.predictors import PREDICTORS, get_predictor, register_pr
 from score_sde.sde import SDE
 
 __all__ = [
-    "CORRECTORS", "PREDICTORS", "get_corrector", "get_predictor", "get_sampling_fn", "integrate",
-    "ode_sampler", "pc_sampler", "register_corrector", "register_predictor",
+    "CORRECTORS",
+    "PREDICTORS",
+    "get_corrector",
+    "get_predictor",
+    "get_sampling_fn",
+    "integrate",
+    "ode_sampler",
+    "pc_sampler",
+    "register_corrector",
+    "register_predictor",
 ]
 
 
-def get_sampling_fn(config, sde: SDE, shape, inverse_scaler: Callable = lambda x: x, eps: float | None = None,
-                    sharding=None) -> Callable:
+def get_sampling_fn(
+    config, sde: SDE, shape, inverse_scaler: Callable = lambda x: x, eps: float | None = None, sharding=None
+) -> Callable:
     """sampling_fn(key, score_fn) -> (inverse_scaler(samples), nfe) as config.sampling says.
 
     Mirrors the official sampling.get_sampling_fn. config.sampling.method is 'pc' (predictor, corrector,
@@ -35,13 +44,24 @@ def get_sampling_fn(config, sde: SDE, shape, inverse_scaler: Callable = lambda x
     s = config.sampling
     method = str(s.method).lower()
     if method == "pc":
-        kwargs = dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
-                      probability_flow=s.probability_flow, denoise=s.noise_removal)
+        kwargs = dict(
+            predictor=s.predictor,
+            corrector=s.corrector,
+            snr=s.snr,
+            n_steps=s.n_steps_each,
+            probability_flow=s.probability_flow,
+            denoise=s.noise_removal,
+        )
         get_predictor(s.predictor), get_corrector(s.corrector)
         sampler = pc_sampler
     elif method == "ode":
-        kwargs = dict(method=s.get("ode_method", "RK45"), rtol=s.get("rtol", 1e-5), atol=s.get("atol", 1e-5),
-                      num_steps=s.get("ode_steps", None), denoise=s.noise_removal)
+        kwargs = dict(
+            method=s.get("ode_method", "RK45"),
+            rtol=s.get("rtol", 1e-5),
+            atol=s.get("atol", 1e-5),
+            num_steps=s.get("ode_steps", None),
+            denoise=s.noise_removal,
+        )
         sampler = ode_sampler
     else:
         raise ValueError(f"config.sampling.method={s.method!r} is not 'pc' or 'ode'")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
+
 from score_sde.sde import SDE
 
 Array = jax.Array
@@ -26,8 +27,10 @@ class Counted:
         if jax.tree.structure(out) != jax.tree.structure(x) or any(
             a.shape != b.shape for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(x))
         ):
-            raise ValueError(f"{self.name} returned shape {jax.tree.map(lambda a: a.shape, out)} "
-                             f"for input of shape {jax.tree.map(lambda a: a.shape, x)}")
+            raise ValueError(
+                f"{self.name} returned shape {jax.tree.map(lambda a: a.shape, out)} "
+                f"for input of shape {jax.tree.map(lambda a: a.shape, x)}"
+            )
         return out
 
 
@@ -73,6 +76,8 @@ def in_auto_axes(fn: Callable, sharding, y0, *batched):
     if sharding is None or not _is_explicit(sharding):
         return fn(y0, *batched)
     mesh, batch_spec = sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[:1])
-    out_sharding = (jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, batch_spec), y0),
-                    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    out_sharding = (
+        jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, batch_spec), y0),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
     return jax.sharding.auto_axes(fn, out_sharding=out_sharding)(y0, *batched)

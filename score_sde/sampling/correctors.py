@@ -11,12 +11,12 @@ inside a loop of its own), so the samplers can count its evaluations. Register a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from score_sde.sde import SDE, ScoreFn, VPSDE, batch_mul, subVPSDE
+from score_sde.sde import SDE, VPSDE, ScoreFn, batch_mul, subVPSDE
 
 Array = jax.Array
 Corrector = Callable[..., tuple[Array, Array]]

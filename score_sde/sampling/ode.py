@@ -7,7 +7,7 @@ plain loop. `integrate` is shared with the likelihood.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import diffrax
 import jax
@@ -36,8 +36,18 @@ def check_method(method: str, num_steps: int | None) -> str:
     raise ValueError(f"unknown ODE method {method!r}; choose one of {sorted(ADAPTIVE) + list(FIXED_STEP)}")
 
 
-def integrate(f: Callable, y0, t0: float, t1: float, *, method: str = "rk45", rtol: float = 1e-5,
-              atol: float = 1e-5, num_steps: int | None = None, max_steps: int = 4096):
+def integrate(
+    f: Callable,
+    y0,
+    t0: float,
+    t1: float,
+    *,
+    method: str = "rk45",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    num_steps: int | None = None,
+    max_steps: int = 4096,
+):
     """Solves dy/dt = f(t, y) from t0 to t1 (either direction) for a pytree y. Traceable (call under jit).
 
     Returns (y(t1), nfe), nfe the evaluations of f as an int32 scalar. For the adaptive methods the error
@@ -112,9 +122,21 @@ def ode_sampler(
     shape = check_shape(shape)
     if z is not None and z.shape != shape:
         raise ValueError(f"z has shape {z.shape}, but shape={shape}")
-    return _ode_sampler(key, as_pytree(score_fn), sde, shape, method, float(rtol), float(atol),
-                        None if num_steps is None else int(num_steps), bool(denoise), eps, z, sharding,
-                        int(max_steps))
+    return _ode_sampler(
+        key,
+        as_pytree(score_fn),
+        sde,
+        shape,
+        method,
+        float(rtol),
+        float(atol),
+        None if num_steps is None else int(num_steps),
+        bool(denoise),
+        eps,
+        z,
+        sharding,
+        int(max_steps),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9, 11, 12))
@@ -129,9 +151,12 @@ def _ode_sampler(key, score_fn, sde, shape, method, rtol, atol, num_steps, denoi
         return constrain(rsde.sde(x, jnp.full((batch,), t))[0], sharding)
 
     x, nfe = in_auto_axes(
-        lambda x, *_: integrate(drift, x, sde.T, eps, method=method, rtol=rtol, atol=atol, num_steps=num_steps,
-                            max_steps=max_steps),
-        sharding, x)
+        lambda x, *_: integrate(
+            drift, x, sde.T, eps, method=method, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps
+        ),
+        sharding,
+        x,
+    )
     x = constrain(x, sharding)
     if denoise:
         score = Counted(score_fn)

@@ -49,14 +49,25 @@ def pc_sampler(
         raise ValueError(f"n_steps (corrector steps per time step) must be >= 0, got {n_steps}")
     eps = check_eps(sde.sampling_eps if eps is None else eps, sde)
     return _pc_sampler(
-        key, as_pytree(score_fn), sde, check_shape(shape), predictor.lower(), corrector.lower(), snr,
-        int(n_steps), bool(probability_flow), bool(denoise), eps, sharding,
+        key,
+        as_pytree(score_fn),
+        sde,
+        check_shape(shape),
+        predictor.lower(),
+        corrector.lower(),
+        snr,
+        int(n_steps),
+        bool(probability_flow),
+        bool(denoise),
+        eps,
+        sharding,
     )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 7, 8, 9, 10, 11))
-def _pc_sampler(key, score_fn, sde, shape, predictor, corrector, snr, n_steps, probability_flow, denoise, eps,
-                sharding):
+def _pc_sampler(
+    key, score_fn, sde, shape, predictor, corrector, snr, n_steps, probability_flow, denoise, eps, sharding
+):
     predict, correct = get_predictor(predictor), get_corrector(corrector)
     score = Counted(score_fn)
     batch = shape[0]
@@ -74,8 +85,14 @@ def _pc_sampler(key, score_fn, sde, shape, predictor, corrector, snr, n_steps, p
         x, x_mean, nfe = carry
         predictor_key, corrector_key = jax.random.split(jax.random.fold_in(loop_key, i))
         before = score.calls
-        x, x_mean = predict(predictor_key, x, jnp.full((batch,), timesteps[i]), sde=sde, score_fn=score,
-                            probability_flow=probability_flow)
+        x, x_mean = predict(
+            predictor_key,
+            x,
+            jnp.full((batch,), timesteps[i]),
+            sde=sde,
+            score_fn=score,
+            probability_flow=probability_flow,
+        )
         nfe = nfe + (score.calls - before)
         x = constrain(x, sharding)
         if corrector != "none" and n_steps > 0:

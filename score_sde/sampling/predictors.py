@@ -11,7 +11,7 @@ Register a new one by name with ``@register_predictor("name")``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +81,9 @@ def ancestral_sampling(key: Array, x: Array, t: Array, *, sde: SDE, score_fn: Sc
         x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score))
         std = jnp.sqrt(beta)
     else:
-        raise NotImplementedError(f"ancestral_sampling needs a VESDE or VPSDE (a discrete chain), not {type(sde).__name__}")
+        raise NotImplementedError(
+            f"ancestral_sampling needs a VESDE or VPSDE (a discrete chain), not {type(sde).__name__}"
+        )
     return x_mean + batch_mul(std, noise), x_mean
 
 
