@@ -29,6 +29,7 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 _TREE = "model"
 _CONFIG = "config.json"
@@ -43,12 +44,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names its path."""
 
 
+def _write_replicated_arrays_once() -> None:
+    """By default orbax cuts every replicated array into one slice per device, each replica writing its
+    part ("replica-parallel"). That pays only when the replicas sit on several hosts; on one host it costs
+    an eager slice per array and device: a small DDPM++ (539 arrays, 8 CPU devices) took 3 s per save
+    instead of 0.8 s, 11 s instead of 1 s for the first. Called before saving, after jax.distributed
+    has started (the process count is known only then)."""
+    if jax.process_count() == 1:
+        handler = ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()
+        )
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 def save_model(directory: str, *, params, params_ema, config: ml_collections.ConfigDict) -> None:
     """Writes a model checkpoint to ``directory`` (which must not exist yet)."""
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
     os.makedirs(directory)
+    _write_replicated_arrays_once()
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(directory, _TREE), {"params": params, "params_ema": params_ema})
     checkpointer.wait_until_finished()
@@ -97,6 +112,7 @@ class TrainCheckpoints:
 
     def __init__(self, workdir: str):
         self.workdir = os.path.abspath(workdir)
+        _write_replicated_arrays_once()
         self.managers = {
             PERIODIC: _manager(os.path.join(self.workdir, PERIODIC), None),
             PREEMPTION: _manager(os.path.join(self.workdir, PREEMPTION), PREEMPTION_KEEP),

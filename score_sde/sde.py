@@ -2,8 +2,9 @@
 
 A new SDE is one class: subclass `SDE` (a frozen dataclass) and implement `sde`, `marginal_coeffs`,
 `prior_sampling` and `prior_logp`; `marginal_prob`, the Euler-Maruyama `discretize`, `reverse` and every
-sampler and the likelihood then work unchanged. SDE objects are immutable and hashable, and registered as
-pytrees without leaves, so they can be passed straight into jitted functions (they are static there).
+sampler and the likelihood then work unchanged. Decorated with `@register_sde("name")`, it is also what
+`config.training.sde = "name"` builds, its fields read from `config.model`. SDE objects are immutable and
+hashable, and registered as pytrees without leaves, so they pass straight into jitted functions (static there).
 
 Shapes: x is (B, ...), t is (B,) time in [0, T]; per-example coefficients (diffusion, std, ...) are (B,).
 """
@@ -34,6 +35,22 @@ def _isotropic_gaussian_logp(z: Array, std: float) -> Array:
     d = np.prod(z.shape[1:])
     sq = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=-1)
     return -0.5 * d * np.log(2 * np.pi * std**2) - 0.5 * sq / std**2
+
+
+_SDES: dict[str, type[SDE]] = {}
+
+
+def register_sde(name: str) -> Callable[[type[SDE]], type[SDE]]:
+    """Class decorator making `config.training.sde = name` (case-insensitive) build this SDE."""
+
+    def register(cls: type[SDE]) -> type[SDE]:
+        key = name.lower()
+        if key in _SDES:
+            raise ValueError(f"an SDE named {name!r} is already registered ({_SDES[key].__name__})")
+        _SDES[key] = cls
+        return cls
+
+    return register
 
 
 class SDE(abc.ABC):
@@ -67,6 +84,19 @@ class SDE(abc.ABC):
     @abc.abstractmethod
     def prior_logp(self, z: Array) -> Array:
         """log p_T(z) per example, z (B, ...) -> (B,)."""
+
+    @classmethod
+    def from_config(cls, config) -> SDE:
+        """The SDE with each dataclass field read from the config.model entry of the same name (`N` from
+        `num_scales`); fields config.model lacks keep their defaults."""
+        kwargs = {}
+        for field in dataclasses.fields(cls):
+            key = "num_scales" if field.name == "N" else field.name
+            if key in config.model:
+                value = config.model[key]
+                # Configs write 50 for 50.0: cast numbers to the field default's type (int or float).
+                kwargs[field.name] = type(field.default)(value) if isinstance(field.default, int | float) else value
+        return cls(**kwargs)
 
     def marginal_prob(self, x: Array, t: Array) -> tuple[Array, Array]:
         """Mean m(t) x shaped like x and std s(t) shaped (B,) of p_t(x_t | x_0 = x)."""
@@ -122,6 +152,7 @@ class ReverseSDE:
         return rev_f, jnp.zeros_like(G) if self.probability_flow else G
 
 
+@register_sde("vesde")
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDE):
     """Variance exploding: dx = sigma(t) sqrt(2 log(sigma_max / sigma_min)) dw,
@@ -227,6 +258,7 @@ class _LinearBetaSDE(SDE):
         return _isotropic_gaussian_logp(z, 1.0)
 
 
+@register_sde("vpsde")
 @dataclasses.dataclass(frozen=True)
 class VPSDE(_LinearBetaSDE):
     """Variance preserving: dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw; p_t(x_t | x_0) = N(m x_0, (1 - m^2) I).
@@ -249,6 +281,7 @@ class VPSDE(_LinearBetaSDE):
         return batch_mul(jnp.sqrt(1.0 - beta), x) - x, jnp.sqrt(beta)
 
 
+@register_sde("subvpsde")
 @dataclasses.dataclass(frozen=True)
 class subVPSDE(_LinearBetaSDE):
     """Sub-VP: dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta))) dw;
@@ -264,19 +297,13 @@ class subVPSDE(_LinearBetaSDE):
         return jnp.exp(log_m), -jnp.expm1(2.0 * log_m)
 
 
-_SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
-
-
 def get_sde(config) -> SDE:
-    """The SDE of `config.training.sde` in {'vesde', 'vpsde', 'subvpsde'} with the parameters in config.model
-    (sigma_min, sigma_max or beta_min, beta_max; num_scales = N), as the official run_lib builds it."""
+    """The SDE registered as `config.training.sde` ('vesde', 'vpsde', 'subvpsde' or one added with
+    `register_sde`), built by its `from_config` from config.model, as the official run_lib builds it."""
     name = str(config.training.sde).lower()
-    m = config.model
-    if name == "vesde":
-        return VESDE(sigma_min=float(m.sigma_min), sigma_max=float(m.sigma_max), N=int(m.num_scales))
-    if name in _SDES:
-        return _SDES[name](beta_min=float(m.beta_min), beta_max=float(m.beta_max), N=int(m.num_scales))
-    raise ValueError(f"config.training.sde={config.training.sde!r} is not one of {sorted(_SDES)}")
+    if name not in _SDES:
+        raise ValueError(f"config.training.sde={config.training.sde!r} is not one of {sorted(_SDES)}")
+    return _SDES[name].from_config(config)
 
 
 def check_time(t, sde: SDE, eps: float = 0.0, name: str = "t") -> None:

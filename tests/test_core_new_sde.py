@@ -5,15 +5,17 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from score_sde import analytic
 from score_sde.likelihood import log_likelihood
 from score_sde.sampling import ode_sampler, pc_sampler
-from score_sde.sde import SDE, batch_mul
+from score_sde.sde import SDE, batch_mul, get_sde, register_sde
 
 
+@register_sde("cosine_vpsde")
 @dataclasses.dataclass(frozen=True)
 class CosineVPSDE(SDE):
     """VP SDE with m(t) = cos(theta(t)) / cos(theta(0)), theta(t) = theta_max (t + s) / (1 + s) (Nichol and
@@ -51,6 +53,17 @@ MIXTURE = analytic.example_mixture()
 SCORE_FN = analytic.score_fn(MIXTURE, SDE_)
 N_SAMPLES = 2048
 Z_MAX = 4.46  # as in test_core_samplers: 12 N(0,1) statistics, false-failure probability 1e-4 per test
+
+
+def test_registered_sde_is_built_from_the_config():
+    """`config.training.sde` names it; its fields come from config.model (N from num_scales), others keep
+    their defaults; a second class under the same name is refused."""
+    config = ml_collections.ConfigDict(
+        {"training": {"sde": "Cosine_VPSDE"}, "model": {"num_scales": 250, "theta_max": 1.5, "beta_min": 0.1}}
+    )
+    assert get_sde(config) == CosineVPSDE(s=0.008, theta_max=1.5, N=250)
+    with pytest.raises(ValueError, match="'cosine_vpsde' is already registered"):
+        register_sde("cosine_vpsde")(CosineVPSDE)
 
 
 def test_perturbation_kernel_matches_forward_simulation():

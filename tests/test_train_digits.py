@@ -3,7 +3,6 @@ its samples are measurably closer to held-out data than noise is."""
 
 import json
 import os
-import pathlib
 
 import jax
 import numpy as np
@@ -13,7 +12,7 @@ from score_sde import data as data_lib
 from score_sde import train
 from score_sde.cli import load_config
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from support import SHARED_DATA
 
 
 def mmd2(a, b):
@@ -59,7 +58,7 @@ def test_small_model_learns_the_data(tmp_path, dataset):
         "model.num_scales=100",
     ]
     if dataset == "MNIST":
-        mnist = SHARED / "mnist" / "mnist_reconstructed.npz"
+        mnist = SHARED_DATA / "mnist" / "mnist_reconstructed.npz"
         if not mnist.exists():
             pytest.skip(f"MNIST not present at {mnist}")
         # Resized to 16x16 (bilinear), which keeps the digits and a CPU budget: 28x28 costs three times more.

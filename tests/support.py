@@ -1,0 +1,43 @@
+"""What several test files share: where the real data beside the checkout is, and a minimal data config.
+
+The data is ../shared/data (see its MANIFEST.md). CI clones the repository with shared/ beside it; a git
+worktree may sit deeper, so every ancestor of the repository is tried. SCORE_SDE_SHARED_DATA overrides.
+Tests that need a file of it skip when it is absent."""
+
+import os
+import pathlib
+
+import ml_collections
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _find_shared_data() -> pathlib.Path:
+    if os.environ.get("SCORE_SDE_SHARED_DATA"):
+        return pathlib.Path(os.environ["SCORE_SDE_SHARED_DATA"])
+    found = (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir())
+    return next(found, REPO.parent / "shared" / "data")
+
+
+SHARED_DATA = _find_shared_data()
+
+
+def needs_shared(*relative: str) -> pytest.MarkDecorator:
+    """Skips the test unless every named file or folder exists under SHARED_DATA."""
+    missing = [r for r in relative if not (SHARED_DATA / r).exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"absent from {SHARED_DATA}: {', '.join(missing)}")
+
+
+def data_config(dataset: str, image_size: int = 4, num_channels: int = 1, **fields) -> ml_collections.ConfigDict:
+    """The config keys score_sde.data reads, global batch 8, pixels in [0, 1] without dequantisation."""
+    data = dict(
+        dataset=dataset,
+        image_size=image_size,
+        num_channels=num_channels,
+        centered=False,
+        random_flip=False,
+        uniform_dequantization=False,
+        **fields,
+    )
+    return ml_collections.ConfigDict(dict(seed=0, training=dict(batch_size=8), data=data))
