@@ -225,9 +225,9 @@ def _add_eval(p):
 
 
 def _run_eval(args):
-    from score_sde import train
+    from score_sde import evaluate
 
-    result = train.evaluate_loss(args.model, overrides=_overrides(args), out=args.out)
+    result = evaluate.evaluate_loss(args.model, overrides=_overrides(args), out=args.out)
     print(f"test loss {result['loss']:.6g} over {result['count']} examples (step {result['step']})")
 
 
@@ -245,9 +245,9 @@ def _add_sample(p):
 
 
 def _run_sample(args):
-    from score_sde import train
+    from score_sde import evaluate
 
-    done = train.sample_to_shards(
+    done = evaluate.sample_to_shards(
         args.model,
         args.out,
         overrides=_overrides(args),
@@ -267,9 +267,9 @@ def _add_likelihood(p):
 
 
 def _run_likelihood(args):
-    from score_sde import train
+    from score_sde import evaluate
 
-    result = train.evaluate_bpd(
+    result = evaluate.evaluate_bpd(
         args.model,
         overrides=_overrides(args),
         split=args.split,
@@ -288,9 +288,9 @@ def _add_quickstart(p):
 
 
 def _run_quickstart(args):
-    from score_sde import train
+    from score_sde import quickstart
 
-    train.quickstart(args.workdir, overrides=args.config_overrides)
+    quickstart.quickstart(args.workdir, overrides=args.config_overrides)
 
 
 def _add_convert(p):
