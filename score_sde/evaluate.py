@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import checkpoints as ckpt_lib
-from score_sde import cli, likelihood, models, parallel, sampling, score
+from score_sde import cli, files, likelihood, models, parallel, sampling, score
 from score_sde import data as data_lib
 from score_sde import sde as sde_lib
 from score_sde.train import EVAL_STREAM, make_eval_fn, make_loss_fn, save_grid, stream_key, to_host
@@ -81,14 +81,6 @@ def _named(stem: str, step) -> str:
     return f"{stem}.json" if step is None else f"{stem}_{step}.json"
 
 
-def _write_json(path: str, record: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
-
-
 def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
     """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
     Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step).
@@ -107,7 +99,7 @@ def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
         total, count = total + float(to_host(s)), count + int(to_host(n))
     result = {"loss": total / count, "count": count, "step": step}
     if jax.process_index() == 0:
-        _write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
+        files.write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
     return result
 
 
@@ -139,8 +131,8 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
         if {k: v for k, v in before.items() if k != "num_samples"} != meta:
             raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
     if jax.process_index() == 0:
-        _write_json(meta_path, {**meta, "num_samples": num_samples})
-        for name in os.listdir(out):  # left by a killed run
+        files.write_json(meta_path, {**meta, "num_samples": num_samples})
+        for name in os.listdir(out):  # temporary files (see score_sde.files) left by a killed run
             if ".npz.tmp" in name:
                 os.remove(os.path.join(out, name))
 
@@ -158,7 +150,7 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
         images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
         images = parallel.gather(images)[: num_samples - i * batch_size]
         if jax.process_index() == 0:
-            _save_npz(path, samples=np.round(images * 255).astype(np.uint8))
+            files.save_npz(path, samples=np.round(images * 255).astype(np.uint8))
         bar.update(1)
     bar.close()
     if jax.process_index() == 0:
@@ -206,22 +198,13 @@ def evaluate_bpd(model_path: str, *, overrides=(), split=None, num_batches=None,
         "step": step,
     }
     if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
-        _write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
+        files.write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
     return result
 
 
 def grid_path(out: str) -> str:
     """The PNG beside the sample folder ``out`` that shows its first 64 samples."""
     return os.path.abspath(out).rstrip(os.sep) + ".png"
-
-
-def _save_npz(path: str, **arrays) -> None:
-    """np.savez, atomically: a kill leaves no file or the complete one (and maybe a PATH.tmp* file, which
-    `sample_to_shards` removes and readers of *.npz ignore)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _progress(total: int, unit: str):

@@ -7,7 +7,7 @@ import time
 
 import jax
 
-from score_sde import cli, evaluate
+from score_sde import cli, evaluate, files
 from score_sde.train import train
 
 QUICKSTART_CONFIG = "configs/small/digits.py"
@@ -50,5 +50,5 @@ def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
             f"  ODE sampler ({results['ode_nfe']} network evaluations): {results['ode_grid']}\n"
             f"  test bits/dim: {bpd['bpd']:.3f} ± {bpd['bpd_stderr']:.3f} over {bpd['count']} images"
         )
-        evaluate._write_json(os.path.join(workdir, "quickstart.json"), results)
+        files.write_json(os.path.join(workdir, "quickstart.json"), results)
     return results
