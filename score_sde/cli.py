@@ -337,6 +337,11 @@ def _add_inception_options(p, batch_size: int = 200):
     )
 
 
+def _inception_options(args) -> dict:
+    """The options of `_add_inception_options`, as the evaluation commands take them."""
+    return {"weights": args.weights, "fid_batch_size": args.fid_batch_size}
+
+
 def _add_fid_stats(p):
     p.add_argument("out", help="statistics file to write (.npz, with a .json record beside it)")
     p.add_argument("--images", help="a folder of images or of .npz/.npy sample shards, or one .npz/.npy file")
@@ -348,12 +353,7 @@ def _run_fid_stats(args):
     from score_sde.evaluation import commands
 
     commands.run_fid_stats(
-        args.out,
-        images=args.images,
-        config=args.config,
-        split=args.split,
-        weights=args.weights,
-        batch_size=args.fid_batch_size,
+        args.out, images=args.images, config=args.config, split=args.split, **_inception_options(args)
     )
 
 
@@ -372,11 +372,10 @@ def _run_fid(args):
     commands.run_fid(
         args.a,
         args.b,
-        weights=args.weights,
-        batch_size=args.fid_batch_size,
         kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size,
         seed=args.seed,
+        **_inception_options(args),
     )
 
 
@@ -415,11 +414,10 @@ def _run_compare(args):
         num_samples=args.num_samples,
         batch_size=args.batch_size,
         ref_stats=args.ref_stats,
-        weights=args.weights,
         ema=not args.no_ema,
         seed=args.seed,
-        fid_batch_size=args.fid_batch_size,
         overrides=_overrides(args),
+        **_inception_options(args),
     )
 
 
