@@ -263,6 +263,12 @@ def _add_likelihood(p):
     p.add_argument("--split", choices=("train", "test"), help="data split (default: config.eval.bpd_dataset)")
     p.add_argument("--num-batches", type=int, help="stop after this many batches (default: the whole split)")
     p.add_argument("--batch-size", type=int, help="batch size (default: config.eval.batch_size)")
+    p.add_argument(
+        "--num-repeats",
+        type=int,
+        help="passes over the data, each with fresh dequantisation noise and Hutchinson probes, averaged "
+        "(default: config.eval.bpd_num_repeats)",
+    )
     p.add_argument("--out", help="folder for the result (default: MODEL/eval when MODEL is a workdir)")
 
 
@@ -275,11 +281,12 @@ def _run_likelihood(args):
         split=args.split,
         num_batches=args.num_batches,
         batch_size=args.batch_size,
+        num_repeats=args.num_repeats,
         out=args.out,
     )
     print(
         f"{result['bpd']:.4f} bits/dim (± {result['bpd_stderr']:.4f}) on {result['count']} {result['split']} "
-        f"examples (step {result['step']})"
+        f"examples x {result['repeats']} passes (step {result['step']})"
     )
 
 
