@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import machine
 import numpy as np
 import scipy.integrate
 
@@ -70,21 +69,6 @@ def _min_times(fns, repeats: int):
     return [(c, w, o) for (c, w), o in zip(best, outs)]
 
 
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = jax.devices()[0]
-    return (
-        f"CPU: {cpu} ({jax.local_device_count()} JAX device(s), {platform.machine()}); "
-        f"JAX device: {dev.device_kind} ({dev.platform}); jax {jax.__version__}; "
-        f"load average {os.getloadavg()[0]:.1f} at the start"
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -93,6 +77,7 @@ def main():
     parser.add_argument("--steps", type=int, default=50, help="N, the SDE's discretisation steps")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    load_at_start = machine.load_average()
 
     sde = VPSDE(N=args.steps)
     shape = (args.batch, args.size, args.size, 3)
@@ -132,7 +117,8 @@ def main():
         "ODE RK45 (diffrax, rtol=atol=1e-5)": lambda: ode_sampler(key, score_fn, sde, shape, method="RK45"),
     }
     lines = [
-        f"Machine: {_machine()}",
+        f"Machine: {machine.describe()}; load average (1/5/15 min) {load_at_start} at the start",
+        f"Command: {machine.command()}",
         f"Score network: ConvScoreNet(channels={args.channels}), batch {shape}, VP SDE with N={args.steps}; "
         f"one bare jitted score_fn call: {bare_cpu * 1e3:.2f} ms CPU, {bare_wall * 1e3:.2f} ms wall",
         "",

@@ -16,40 +16,36 @@ prefetch about the larger of the two.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import platform
 import tempfile
 import time
 import zipfile
 
 import grain  # noqa: F401  (version below)
-import jax
-import ml_collections
+import machine
 import numpy as np
 
-from score_sde import data
+from score_sde import cli, data
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_ZIP = SHARED / "cifar10" / "YoongiKim_CIFAR-10-images_jpg.zip"
 
 
-def config(dataset, image_size, num_channels, batch, dequantize=False, **fields):
-    return ml_collections.ConfigDict(
+def config(dataset, image_size, num_channels, batch, dequantize=False, path=""):
+    """The data settings of the CIFAR-10 configs (centred, random flips) for another source and batch size."""
+    cfg = cli.load_config("configs/vp/cifar10_ddpmpp_continuous.py")
+    cfg.seed = 0
+    cfg.training.batch_size = batch
+    cfg.data.update(
         dict(
-            seed=0,
-            training=dict(batch_size=batch),
-            data=dict(
-                dataset=dataset,
-                image_size=image_size,
-                num_channels=num_channels,
-                centered=True,
-                random_flip=True,
-                uniform_dequantization=dequantize,
-                **fields,
-            ),
+            dataset=dataset,
+            image_size=image_size,
+            num_channels=num_channels,
+            uniform_dequantization=dequantize,
+            path=path,
         )
     )
+    return cfg
 
 
 def measure(source, cfg, steps, prefetch, step_s):
@@ -67,18 +63,10 @@ def measure(source, cfg, steps, prefetch, step_s):
     return images / (time.perf_counter() - start), (time.process_time() - cpu) / images * 1e6
 
 
-def machine():
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        platform.processor(),
-    )
+def versions() -> str:
     import PIL
 
-    return (
-        f"CPU: {cpu}, {os.cpu_count()} logical cores; jax {jax.__version__} ({jax.devices()[0].device_kind}); "
-        f"grain {getattr(grain, '__version__', '?')}, numpy {np.__version__}, Pillow {PIL.__version__}; "
-        f"python {platform.python_version()}; load average at start {os.getloadavg()[0]:.1f}"
-    )
+    return f"grain {getattr(grain, '__version__', '?')}, numpy {np.__version__}, Pillow {PIL.__version__}"
 
 
 def main():
@@ -127,7 +115,8 @@ def main():
             ("digits resized to 32x32x1", config("digits", 32, 1, args.batch)),
         ]
 
-        print(machine())
+        print(f"machine: {machine.describe()}; {versions()}; load average (1/5/15 min) {machine.load_average()}")
+        print(f"command: {machine.command()}")
         print(f"global batch {args.batch}, {args.steps} timed steps per cell, simulated step {args.step_ms:g} ms\n")
         step_s = args.step_ms / 1000
         ideal = args.batch / step_s

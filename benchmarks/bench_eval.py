@@ -14,27 +14,14 @@ the speed). Runs unchanged on CPU, GPU or TPU: every device of the default backe
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import time
 
-import jax
+import machine
 import numpy as np
 
 from score_sde.evaluation import metrics, stats
 from score_sde.evaluation.features import InceptionFeatures
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_seconds() -> float:
@@ -42,10 +29,6 @@ def cpu_seconds() -> float:
     where wall time tells the share of the machine received."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def load_average() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def image_batches(n: int, batch: int, size: int, seed: int):
@@ -71,7 +54,7 @@ def main():
     extractor(next(image_batches(b, b, size, seed=0)))
     compile_s = time.perf_counter() - t
 
-    load_before = load_average()
+    load_before = machine.load_average()
     t, c = time.perf_counter(), cpu_seconds()
     ref = stats.compute_stats(extractor, image_batches(args.reference_images, b, size, seed=1))
     throughput_s, throughput_cpu = time.perf_counter() - t, cpu_seconds() - c
@@ -86,12 +69,10 @@ def main():
     kid = metrics.kernel_distance(sample.features, ref.features)
     kid_s = time.perf_counter() - t
 
-    dev = jax.devices()
     rows = [
-        ("machine", f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores"),
-        ("load average (1/5/15 min) before / after", f"{load_before}  /  {load_average()}"),
-        ("devices", f"{len(dev)} x {dev[0].device_kind} ({jax.default_backend()})"),
-        ("jax", jax.__version__),
+        ("machine", machine.describe()),
+        ("command", machine.command()),
+        ("load average (1/5/15 min) before / after", f"{load_before}  /  {machine.load_average()}"),
         ("batch size (all devices)", str(b)),
         ("image size", f"{size}x{size}x3 uint8 -> 299x299"),
         ("compile + first batch", f"{compile_s:.1f} s"),

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
-import jax
+import machine
 import ml_collections
 
 from score_sde.evaluation import commands, metrics
@@ -63,11 +62,7 @@ def main():
     kid = metrics.kernel_distance(stats["train"].features, stats["test"].features)
     kid_s = time.perf_counter() - t
 
-    dev = jax.devices()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"devices: {len(dev)} x {dev[0].device_kind}; jax {jax.__version__}; batch {args.batch_size}"
-    )
+    print(f"machine: {machine.describe()}\ncommand: {machine.command()}\nbatch {args.batch_size}")
     print("| quantity | value |\n|---|---|")
     for split in ("train", "test"):
         n = stats[split].n

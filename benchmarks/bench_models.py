@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ import jax.numpy as jnp
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import machine  # noqa: E402
+
 from score_sde.cli import load_config  # noqa: E402
 from score_sde.models import get_model  # noqa: E402
 
@@ -37,16 +38,6 @@ GPU_PEAKS = {  # device_kind substring: (float32 via TF32, bfloat16), FLOP/s, de
     "H100": (494.7e12, 989.4e12),
     "H200": (494.7e12, 989.4e12),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_peak() -> tuple[float, str]:
@@ -143,18 +134,16 @@ def main():
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     args = parser.parse_args()
 
-    device = jax.devices()[0]
     _, peak32 = device_peak("float32")
     _, peak16 = device_peak("bfloat16")
     header = [
         f"# Networks: time per image, CIFAR-10 configs (32 x 32 x 3), batch {args.batch}",
         "",
-        f"- machine: {cpu_name()}, {len(os.sched_getaffinity(0))} usable cores; device: {device.platform} "
-        f"({device.device_kind}); jax {jax.__version__}",
+        f"- machine: {machine.describe()}",
         f"- peak assumed: float32 {peak32}; bfloat16 {peak16}",
-        f"- command: `python benchmarks/bench_models.py --batch {args.batch} --repeats {args.repeats}`",
-        f"- load average (1 min) at the start: {os.getloadavg()[0]:.1f} (other processes on these cores slow the "
-        "timings down)",
+        f"- command: `{machine.command()}`",
+        f"- load average (1/5/15 min) at the start: {machine.load_average()} (other processes on these cores slow "
+        "the timings down)",
         "- FLOPs: XLA cost analysis of the compiled function, divided by the batch size; time: median of "
         f"{args.repeats} calls after a warm-up",
         "",

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import machine  # noqa: E402
 import numpy as np  # noqa: E402
 
 from score_sde import models, parallel, train  # noqa: E402
@@ -32,17 +31,6 @@ CONFIGS = {
     "DDPM++ (VP, CIFAR-10)": "configs/vp/cifar10_ddpmpp_continuous.py",
     "small (digits)": "configs/small/digits.py",
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def peak_memory_gib(devices) -> float | None:
@@ -111,12 +99,10 @@ def main():
     args = parser.parse_args()
 
     dtypes = ["float32"] if on_cpu else ["float32", "bfloat16"]
-    devices = jax.local_devices()
     lines = [
-        f"# Training throughput (python {shlex.join(sys.argv)})",
+        f"# Training throughput ({machine.command()})",
         "",
-        f"- machine: {cpu_model()}, {os.cpu_count()} CPUs; devices: {len(devices)} x {devices[0].device_kind} "
-        f"({jax.default_backend()}); jax {jax.__version__}",
+        f"- machine: {machine.describe()}",
         "",
         "| config | params | batch | steps/call | dtype | compile s | images/s | peak GiB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     evaluate.enable_loss = True
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
+    evaluate.bpd_num_repeats = 1  # passes over bpd_dataset, fresh dequantisation noise and probes each
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "CIFAR10"

@@ -6,6 +6,7 @@ The pipeline, module by module:
   score.py        network output -> score_fn(x, t)
   losses.py       denoising score matching losses
   train.py        data-parallel training over every device
+  evaluate.py     a trained model's test loss, samples in resumable shards, bits/dim
   sampling/       predictor-corrector and ODE samplers, all taking one score_fn(x, t)
   likelihood.py   bits/dim through the probability-flow ODE
   evaluation/     Inception features, FID / KID / IS

@@ -225,9 +225,9 @@ def _add_eval(p):
 
 
 def _run_eval(args):
-    from score_sde import train
+    from score_sde import evaluate
 
-    result = train.evaluate_loss(args.model, overrides=_overrides(args), out=args.out)
+    result = evaluate.evaluate_loss(args.model, overrides=_overrides(args), out=args.out)
     print(f"test loss {result['loss']:.6g} over {result['count']} examples (step {result['step']})")
 
 
@@ -245,9 +245,9 @@ def _add_sample(p):
 
 
 def _run_sample(args):
-    from score_sde import train
+    from score_sde import evaluate
 
-    done = train.sample_to_shards(
+    done = evaluate.sample_to_shards(
         args.model,
         args.out,
         overrides=_overrides(args),
@@ -263,23 +263,30 @@ def _add_likelihood(p):
     p.add_argument("--split", choices=("train", "test"), help="data split (default: config.eval.bpd_dataset)")
     p.add_argument("--num-batches", type=int, help="stop after this many batches (default: the whole split)")
     p.add_argument("--batch-size", type=int, help="batch size (default: config.eval.batch_size)")
+    p.add_argument(
+        "--num-repeats",
+        type=int,
+        help="passes over the data, each with fresh dequantisation noise and Hutchinson probes, averaged "
+        "(default: config.eval.bpd_num_repeats)",
+    )
     p.add_argument("--out", help="folder for the result (default: MODEL/eval when MODEL is a workdir)")
 
 
 def _run_likelihood(args):
-    from score_sde import train
+    from score_sde import evaluate
 
-    result = train.evaluate_bpd(
+    result = evaluate.evaluate_bpd(
         args.model,
         overrides=_overrides(args),
         split=args.split,
         num_batches=args.num_batches,
         batch_size=args.batch_size,
+        num_repeats=args.num_repeats,
         out=args.out,
     )
     print(
         f"{result['bpd']:.4f} bits/dim (± {result['bpd_stderr']:.4f}) on {result['count']} {result['split']} "
-        f"examples (step {result['step']})"
+        f"examples x {result['repeats']} passes (step {result['step']})"
     )
 
 
@@ -288,9 +295,9 @@ def _add_quickstart(p):
 
 
 def _run_quickstart(args):
-    from score_sde import train
+    from score_sde import quickstart
 
-    train.quickstart(args.workdir, overrides=args.config_overrides)
+    quickstart.quickstart(args.workdir, overrides=args.config_overrides)
 
 
 def _add_convert(p):
@@ -337,6 +344,11 @@ def _add_inception_options(p, batch_size: int = 200):
     )
 
 
+def _inception_options(args) -> dict:
+    """The options of `_add_inception_options`, as the evaluation commands take them."""
+    return {"weights": args.weights, "fid_batch_size": args.fid_batch_size}
+
+
 def _add_fid_stats(p):
     p.add_argument("out", help="statistics file to write (.npz, with a .json record beside it)")
     p.add_argument("--images", help="a folder of images or of .npz/.npy sample shards, or one .npz/.npy file")
@@ -348,12 +360,7 @@ def _run_fid_stats(args):
     from score_sde.evaluation import commands
 
     commands.run_fid_stats(
-        args.out,
-        images=args.images,
-        config=args.config,
-        split=args.split,
-        weights=args.weights,
-        batch_size=args.fid_batch_size,
+        args.out, images=args.images, config=args.config, split=args.split, **_inception_options(args)
     )
 
 
@@ -372,11 +379,10 @@ def _run_fid(args):
     commands.run_fid(
         args.a,
         args.b,
-        weights=args.weights,
-        batch_size=args.fid_batch_size,
         kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size,
         seed=args.seed,
+        **_inception_options(args),
     )
 
 
@@ -415,11 +421,10 @@ def _run_compare(args):
         num_samples=args.num_samples,
         batch_size=args.batch_size,
         ref_stats=args.ref_stats,
-        weights=args.weights,
         ema=not args.no_ema,
         seed=args.seed,
-        fid_batch_size=args.fid_batch_size,
         overrides=_overrides(args),
+        **_inception_options(args),
     )
 
 

@@ -60,6 +60,15 @@ def put_replicated(tree, mesh: Mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
+def gather(x) -> np.ndarray:
+    """A global array (e.g. split over the batch axis) as numpy, whole, on every host."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def put_batch(host_batch, mesh: Mesh, global_batch_size: int, batch_axis: int = 0):
     """Assembles the global batch array from this host's rows (a pytree of numpy arrays whose axis
     ``batch_axis`` holds the rows `host_rows` names), split over the devices."""

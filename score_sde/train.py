@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from score_sde import parallel
 log = logging.getLogger(__name__)
 
 # Independent random streams derived from config.seed.
-_INIT, _TRAIN, _EVAL, _SAMPLE = range(4)
+INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM = range(4)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -95,7 +94,7 @@ def init_state(config, model, optimizer: optax.GradientTransformation, sharding=
             opt_state=optimizer.init(params),
         )
 
-    key = stream_key(config, _INIT)
+    key = stream_key(config, INIT_STREAM)
     lowered = jax.jit(init, out_shardings=sharding).lower(key)
     # It runs once: compile it fast rather than make it run fast. LLVM's optimisations took 22 of the
     # 27 s compiling the digits' DDPM++ initialisation on the CPU (the XLA:TPU compiler has no such option).
@@ -322,7 +321,7 @@ def run_training(
     start = int(to_host(state.step))
 
     train_fn = make_train_fn(
-        loss_fn, optimizer, ema_rate=float(config.model.ema_rate), mesh=mesh, key=stream_key(config, _TRAIN)
+        loss_fn, optimizer, ema_rate=float(config.model.ema_rate), mesh=mesh, key=stream_key(config, TRAIN_STREAM)
     )
     eval_fn = make_eval_fn(eval_loss_fn, mesh=mesh) if eval_batch is not None else None
     batches = train_batches(start)
@@ -363,7 +362,7 @@ def run_training(
             if eval_fn is not None and _crossed(before, step, training.eval_freq):
                 rows = eval_batch(step)
                 x, mask = parallel.put_batch((rows, np.ones(len(rows), bool)), mesh, batch_size)
-                key = jax.random.fold_in(stream_key(config, _EVAL), step)
+                key = jax.random.fold_in(stream_key(config, EVAL_STREAM), step)
                 total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
                 monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
 
@@ -388,8 +387,8 @@ def run_training(
                 )
                 last_saved = step
             if sample_fn is not None and training.snapshot_sampling and ckpt_lib.PERIODIC in kinds:
-                images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, _SAMPLE), step))
-                images = _gather(images)
+                images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, SAMPLE_STREAM), step))
+                images = parallel.gather(images)
                 if is_main:
                     grid = save_grid(images, os.path.join(workdir, "samples", f"step_{step}.png"))
                     monitor.image(step, "samples", grid)
@@ -424,7 +423,7 @@ def save_grid(images: np.ndarray, path: str, min_size: int = 256) -> np.ndarray:
 def train(config, workdir: str) -> TrainState:
     """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
     from score_sde import data as data_lib
-    from score_sde import models
+    from score_sde import evaluate, models
 
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     model = models.get_model(config)
@@ -443,7 +442,7 @@ def train(config, workdir: str) -> TrainState:
 
     sample_fn = None
     if config.training.snapshot_sampling:
-        sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
+        sample_fn = evaluate.make_sample_fn(config, model, num_samples=min(64, batch_size))
     return run_training(
         config,
         workdir,
@@ -454,288 +453,3 @@ def train(config, workdir: str) -> TrainState:
         eval_batch=eval_batch,
         sample_fn=sample_fn,
     )
-
-
-def score_fn_for(config, model, params):
-    """score_fn(x, t) of the network ``model`` with ``params``, as config.training trained it."""
-    from score_sde import score
-    from score_sde import sde as sde_lib
-
-    model_fn = score.get_model_fn(model, {"params": params})
-    return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
-
-
-def make_sample_fn(config, model, *, num_samples: int, mesh=None):
-    """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
-    sampler, the batch split over the devices of ``mesh`` (default: every device)."""
-    from score_sde import data as data_lib
-    from score_sde import sampling
-    from score_sde import sde as sde_lib
-
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
-    shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
-    sampling_fn = sampling.get_sampling_fn(
-        config,
-        sde_lib.get_sde(config),
-        shape,
-        data_lib.get_data_inverse_scaler(config),
-        sharding=parallel.batch_sharding(mesh),
-    )
-
-    def sample_fn(params, key):
-        images, nfe = sampling_fn(key, score_fn_for(config, model, params))
-        return jnp.clip(images, 0.0, 1.0), nfe
-
-    return sample_fn
-
-
-# ---------------------------------------------------------------------------------------------------
-# Evaluating a trained model: test loss, samples in resumable shards, bits/dim
-
-
-def load_for_eval(model_path: str, overrides=()):
-    """(network, EMA parameters, config, step) of a workdir or checkpoint (see checkpoints.load_model),
-    with ``overrides`` ("a.b=value") applied to its saved config."""
-    from score_sde import cli, models
-
-    _, params_ema, config = ckpt_lib.load_model(model_path)
-    config = cli.with_overrides(config, overrides)
-    step = _checkpoint_step(model_path)
-    return models.get_model(config), params_ema, config, step
-
-
-def _checkpoint_step(model_path: str):
-    """The training step of a workdir (its newest checkpoint) or of WORKDIR/<kind>/<step>; else None."""
-    path = os.path.abspath(model_path)
-    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)) or os.path.isdir(os.path.join(path, ckpt_lib.PREEMPTION)):
-        steps = ckpt_lib.TrainCheckpoints(path).steps()
-        return steps[0][0] if steps else None
-    name = os.path.basename(path.rstrip(os.sep))
-    return int(name) if name.isdigit() else None
-
-
-def _result_dir(model_path: str, out) -> str:
-    if out is not None:
-        return out
-    path = os.path.abspath(model_path)
-    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)):
-        return os.path.join(path, "eval")
-    raise ValueError(f"--out is required: {model_path} is not a training workdir")
-
-
-def _named(stem: str, step) -> str:
-    return f"{stem}.json" if step is None else f"{stem}_{step}.json"
-
-
-def _write_json(path: str, record: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
-
-
-def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
-    """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
-    Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step).
-    Returns {"loss", "count", "step"}."""
-    from score_sde import data as data_lib
-
-    model, params, config, step = load_for_eval(model_path, overrides)
-    mesh = parallel.data_mesh()
-    batch_size = int(config.eval.batch_size)
-    parallel.check_batch_size(batch_size, mesh, "config.eval.batch_size")
-    eval_fn = make_eval_fn(make_loss_fn(config, model, train=False), mesh=mesh)
-    params = parallel.put_replicated(params, mesh)
-    total, count = 0.0, 0
-    source = data_lib.get_source(config, "test")
-    for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config)):
-        x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
-        s, n = eval_fn(params, jax.random.fold_in(stream_key(config, _EVAL), i), x, mask)
-        total, count = total + float(to_host(s)), count + int(to_host(n))
-    result = {"loss": total / count, "count": count, "step": step}
-    if jax.process_index() == 0:
-        _write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
-    return result
-
-
-def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=None, batch_size=None, seed=0) -> dict:
-    """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
-    OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
-    comes from the key fold_in(PRNGKey(seed), i): a restarted command keeps the shards already written
-    and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
-    OUT, whose shards `score-sde fid` reads)."""
-    model, params, config, step = load_for_eval(model_path, overrides)
-    num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
-    batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
-    if num_samples <= 0 or batch_size <= 0:
-        raise ValueError(f"--num-samples ({num_samples}) and --batch-size ({batch_size}) must be positive")
-    batch_size = min(batch_size, num_samples)
-    os.makedirs(out, exist_ok=True)
-    meta = {
-        "model": os.path.abspath(model_path),
-        "step": step,
-        "seed": seed,
-        "batch_size": batch_size,
-        "sampling": json.loads(config.sampling.to_json()),
-        "sde": config.training.sde,
-    }
-    meta_path = os.path.join(out, "samples.json")
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            before = json.load(f)
-        if {k: v for k, v in before.items() if k != "num_samples"} != meta:
-            raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
-    if jax.process_index() == 0:
-        _write_json(meta_path, {**meta, "num_samples": num_samples})
-        for name in os.listdir(out):  # left by a killed run
-            if ".npz.tmp" in name:
-                os.remove(os.path.join(out, name))
-
-    mesh = parallel.data_mesh()
-    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
-    params = parallel.put_replicated(params, mesh)
-    num_shards = -(-num_samples // batch_size)
-    nfe = None
-    bar = _progress(num_shards, "shards")
-    for i in range(num_shards):
-        path = os.path.join(out, f"samples_{i:05d}.npz")
-        if os.path.exists(path):  # written by an earlier run of this command
-            bar.update(1)
-            continue
-        images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
-        images = _gather(images)[: num_samples - i * batch_size]
-        if jax.process_index() == 0:
-            _save_npz(path, samples=np.round(images * 255).astype(np.uint8))
-        bar.update(1)
-    bar.close()
-    if jax.process_index() == 0:
-        first = np.concatenate(
-            [
-                np.load(os.path.join(out, f"samples_{i:05d}.npz"))["samples"]
-                for i in range(min(num_shards, -(-64 // batch_size)))
-            ]
-        )[:64]
-        save_grid(first / 255.0, _grid_path(out))
-    return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
-
-
-def evaluate_bpd(model_path: str, *, overrides=(), split=None, num_batches=None, batch_size=None, out=None) -> dict:
-    """Bits/dim of the split (default config.eval.bpd_dataset) under the probability-flow ODE (core's
-    likelihood, Hutchinson-Skilling divergence, RK45), on uniformly dequantised data; each example once.
-    Written to OUT/bpd_<split>_<step>.json. Returns {"bpd", "bpd_stderr", "count", "split", "step"}."""
-    from score_sde import data as data_lib
-    from score_sde import likelihood
-    from score_sde import sde as sde_lib
-
-    model, params, config, step = load_for_eval(model_path, overrides)
-    split = str(config.eval.bpd_dataset if split is None else split).lower()
-    mesh = parallel.data_mesh()
-    batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
-    parallel.check_batch_size(batch_size, mesh, "the likelihood batch size")
-    likelihood_fn = likelihood.get_likelihood_fn(
-        sde_lib.get_sde(config), data_lib.get_data_inverse_scaler(config), sharding=parallel.batch_sharding(mesh)
-    )
-    score_fn = score_fn_for(config, model, parallel.put_replicated(params, mesh))
-    source = data_lib.get_source(config, split)
-    bpds = []
-    total = -(-len(source) // batch_size) if num_batches is None else min(num_batches, -(-len(source) // batch_size))
-    bar = _progress(total, "batches")
-    for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config, dequantize=True)):
-        if i == total:
-            break
-        x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
-        bpd, _, _ = likelihood_fn(jax.random.fold_in(stream_key(config, _EVAL), i), score_fn, x)
-        bpds.append(_gather(bpd)[_gather(mask)])
-        bar.update(1)
-    bar.close()
-    bpds = np.concatenate(bpds)
-    result = {
-        "bpd": float(bpds.mean()),
-        "bpd_stderr": float(bpds.std(ddof=1) / np.sqrt(len(bpds))) if len(bpds) > 1 else 0.0,
-        "count": int(len(bpds)),
-        "split": split,
-        "step": step,
-    }
-    if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
-        _write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
-    return result
-
-
-def _grid_path(out: str) -> str:
-    return os.path.abspath(out).rstrip(os.sep) + ".png"
-
-
-def _gather(x) -> np.ndarray:
-    """A global array as numpy on every host."""
-    if jax.process_count() == 1:
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def _save_npz(path: str, **arrays) -> None:
-    """np.savez, atomically: a kill leaves no file or the complete one (and maybe a PATH.tmp* file, which
-    `sample_to_shards` removes and readers of *.npz ignore)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def _progress(total: int, unit: str):
-    import tqdm
-
-    return tqdm.tqdm(total=total, unit=unit, dynamic_ncols=True, disable=jax.process_index() != 0)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The README's first command
-
-
-QUICKSTART_CONFIG = "configs/small/digits.py"
-QUICKSTART_BPD_BATCHES = 2  # 128 of the 297 test digits: the ODE likelihood is the slowest part on a CPU
-
-
-def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
-    """Trains the small digits model (configs/small/digits.py), samples a grid with the PC sampler
-    (reverse diffusion + Langevin) and one with the probability-flow ODE (RK45), and computes bits/dim on
-    128 images of the test split. Everything lands in ``workdir``; rerunning resumes / reuses what is there."""
-    from score_sde import cli
-
-    config = cli.load_config(QUICKSTART_CONFIG, overrides)
-    t0 = time.time()
-    train(config, workdir)
-    results = {"train_seconds": round(time.time() - t0, 1)}
-    samplers = {
-        "pc": ["sampling.method=pc", "sampling.predictor=reverse_diffusion", "sampling.corrector=langevin"],
-        "ode": ["sampling.method=ode"],
-    }
-    for name, sampler in samplers.items():
-        t0 = time.time()
-        done = sample_to_shards(
-            workdir,
-            os.path.join(workdir, f"samples_{name}"),
-            overrides=[*overrides, *sampler],
-            num_samples=64,
-            batch_size=64,
-        )
-        results[f"{name}_nfe"] = done["nfe"]
-        results[f"{name}_grid"] = _grid_path(os.path.join(workdir, f"samples_{name}"))
-        results[f"{name}_seconds"] = round(time.time() - t0, 1)
-    t0 = time.time()
-    bpd = evaluate_bpd(workdir, overrides=overrides, split="test", num_batches=QUICKSTART_BPD_BATCHES)
-    results.update(bpd=bpd["bpd"], bpd_stderr=bpd["bpd_stderr"], bpd_seconds=round(time.time() - t0, 1))
-    if jax.process_index() == 0:
-        print(
-            f"\nquickstart results in {os.path.abspath(workdir)}:\n"
-            f"  training ({config.training.n_iters} steps): {results['train_seconds']} s, "
-            f"TensorBoard logs in {os.path.join(workdir, 'tensorboard')}\n"
-            f"  PC sampler  ({results['pc_nfe']} network evaluations): {results['pc_grid']}\n"
-            f"  ODE sampler ({results['ode_nfe']} network evaluations): {results['ode_grid']}\n"
-            f"  test bits/dim: {bpd['bpd']:.3f} ± {bpd['bpd_stderr']:.3f} over {bpd['count']} images"
-        )
-        _write_json(os.path.join(workdir, "quickstart.json"), results)
-    return results

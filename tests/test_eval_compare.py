@@ -51,7 +51,7 @@ def problem():
     return score_fn, sde, settings, reference
 
 
-def _run(problem, out, **kw):
+def _run(problem, out, num_samples=NUM, **kw):
     score_fn, sde, settings, reference = problem
     return cmp.compare(
         score_fn,
@@ -59,7 +59,7 @@ def _run(problem, out, **kw):
         settings,
         str(out),
         image_shape=SHAPE,
-        num_samples=NUM,
+        num_samples=num_samples,
         batch_size=BATCH,
         extractor=PixelFeatures(),
         reference=reference,
@@ -143,21 +143,7 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
     assert _table(tmp_path / "resumed" / "results.csv") == _table(tmp_path / "full" / "results.csv")
 
     with pytest.raises(ValueError, match="different comparison"):
-        cmp.compare(
-            score_fn,
-            sde,
-            settings,
-            str(tmp_path / "full"),
-            image_shape=SHAPE,
-            num_samples=NUM + 1,
-            batch_size=BATCH,
-            extractor=PixelFeatures(),
-            reference=reference,
-            to_unit=to_unit,
-            seed=3,
-            manifest={"checkpoint": "analytic"},
-            kid_subsets=5,
-        )
+        _run(problem, tmp_path / "full", num_samples=NUM + 1)
     assert not [p for p in os.listdir(tmp_path / "full") if ".tmp" in p]
 
 

@@ -302,13 +302,13 @@ def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path, caps
     )
     ref = str(tmp_path / "ref.npz")
     # Dataset statistics through score_sde.data; the extractor's compiled network is shared (batch 8).
-    ref_stats = commands.run_fid_stats(ref, config=config, split="train", weights=converted, batch_size=8)
+    ref_stats = commands.run_fid_stats(ref, config=config, split="train", weights=converted, fid_batch_size=8)
     record = stats.load_stats(ref)[1]
     assert record["num_images"] == N and record["split"] == "train" and record["dataset"].startswith("npz path=")
     assert record["weights_source_sha256"] == weights.sha256_file(str(TORCHSCRIPT))
     np.testing.assert_allclose(ref_stats.features, jax_features[1], atol=1e-6 * np.abs(jax_features[1]).max(), rtol=0)
 
-    got = commands.run_fid(str(tmp_path / "a"), ref, weights=converted, batch_size=8, kid_subsets=2)
+    got = commands.run_fid(str(tmp_path / "a"), ref, weights=converted, fid_batch_size=8, kid_subsets=2)
     # The statistics-file path takes the (D, D) covariance form, the features path the row-space one:
     # with N = 16 < 2048 they differ by the covariance form's null-space round-off (see
     # test_fid_from_features_few_rows_equals_covariance_form), ~1e-5 of this FID.

@@ -171,37 +171,42 @@ def test_torch_state_dict_names_map_in_order(listing, tmp_path):
         assert [i for _, i in order] == sorted(i for _, i in order), kind
 
 
-def test_checkpoint_not_fitting_the_config_is_refused():
-    # nf 4 -> 8: the first parameter (in sorted order) that differs is named, with both shapes: the attention
-    # block at 4 x 4 px has 2 * nf channels, and the checkpoint's GroupNorm keeps flax 0.3's shape.
-    config = _config("flax_ddpmpp_vp")
-    config.model.nf = 8
-    with pytest.raises(
-        convert.CheckpointMismatch,
-        match=r"parameter AttnBlockpp_0/GroupNorm_0/bias has shape "
-        r"\(1, 1, 1, 8\) in the checkpoint but \(16,\)",
-    ):
-        convert.convert(str(DATA / "flax_ddpmpp_vp.msgpack"), config)
-    # Two residual blocks per resolution instead of one: one attention block more at 4 x 4 px (3 -> 4), which the
-    # checkpoint lacks.
-    config = _config("flax_ddpmpp_vp")
-    config.model.num_res_blocks = 2
-    with pytest.raises(
-        convert.CheckpointMismatch,
-        match=r"the checkpoint has no parameter AttnBlockpp_3/GroupNorm_0/bias "
-        r"\(the config\'s network has one of shape \(8,\)\)",
-    ):
-        convert.convert(str(DATA / "flax_ddpmpp_vp.msgpack"), config)
-    # The PyTorch path names the Flax parameter, its PyTorch name and both shapes.
-    pytest.importorskip("torch")
-    config = _config("torch_ncsnpp_ve")
-    config.model.nf = 8
-    with pytest.raises(
-        convert.CheckpointMismatch,
-        match=r"parameter \S+ \(all_modules\.\d+\.\S+ in the checkpoint\) "
-        r"has shape \(.*\) in the checkpoint but \(.*\)",
-    ):
-        convert.convert(str(DATA / "torch_ncsnpp_ve.pth"), config)
+@pytest.mark.parametrize(
+    "checkpoint, field, value, message",
+    [
+        # nf 4 -> 8: the first parameter (in sorted order) that differs is named, with both shapes: the attention
+        # block at 4 x 4 px has 2 * nf channels, and the checkpoint's GroupNorm keeps flax 0.3's shape.
+        (
+            "flax_ddpmpp_vp.msgpack",
+            "nf",
+            8,
+            r"parameter AttnBlockpp_0/GroupNorm_0/bias has shape \(1, 1, 1, 8\) in the checkpoint but \(16,\)",
+        ),
+        # Two residual blocks per resolution instead of one: one attention block more at 4 x 4 px (3 -> 4), which
+        # the checkpoint lacks.
+        (
+            "flax_ddpmpp_vp.msgpack",
+            "num_res_blocks",
+            2,
+            r"the checkpoint has no parameter AttnBlockpp_3/GroupNorm_0/bias "
+            r"\(the config\'s network has one of shape \(8,\)\)",
+        ),
+        # The PyTorch path names the Flax parameter, its PyTorch name and both shapes.
+        (
+            "torch_ncsnpp_ve.pth",
+            "nf",
+            8,
+            r"parameter \S+ \(all_modules\.\d+\.\S+ in the checkpoint\) has shape \(.*\) in the checkpoint but \(.*\)",
+        ),
+    ],
+)
+def test_checkpoint_not_fitting_the_config_is_refused(checkpoint, field, value, message):
+    if checkpoint.endswith(".pth"):
+        pytest.importorskip("torch")
+    config = _config(checkpoint.rsplit(".", 1)[0])
+    config.model[field] = value
+    with pytest.raises(convert.CheckpointMismatch, match=message):
+        convert.convert(str(DATA / checkpoint), config)
 
 
 def test_reading_pth_without_torch_says_what_to_install(monkeypatch):

@@ -222,27 +222,8 @@ def eval_dataset(
 
 
 def eval_batches(
-    source: ImageSource,
-    batch_size: int,
-    config,
-    *,
-    dequantize: bool = False,
-    uint8: bool = False,
-    repeat: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    prefetch: int = 2,
-    num_threads: int = 2,
+    source: ImageSource, batch_size: int, config, *, prefetch: int = 2, num_threads: int = 2, **options
 ) -> Iterator[dict]:
-    """Iterate `eval_dataset(...)` (one pass, in order), preparing `prefetch` batches ahead."""
-    ds = eval_dataset(
-        source,
-        batch_size,
-        config,
-        dequantize=dequantize,
-        uint8=uint8,
-        repeat=repeat,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    return _iterate(ds, prefetch, num_threads)
+    """Iterate `eval_dataset(source, batch_size, config, **options)` (one pass, in order; options: dequantize,
+    uint8, repeat, process_index, process_count), preparing `prefetch` batches ahead."""
+    return _iterate(eval_dataset(source, batch_size, config, **options), prefetch, num_threads)

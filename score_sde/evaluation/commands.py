@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 import tqdm
 
 from score_sde.evaluation import images as images_lib
@@ -59,7 +58,7 @@ def run_fid_stats(
     config=None,
     split: str = "train",
     weights: str | None = None,
-    batch_size: int = 200,
+    fid_batch_size: int = 200,
 ) -> stats_lib.FeatureStats:
     """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
     image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
@@ -68,13 +67,13 @@ def run_fid_stats(
     differently is an error, never overwritten."""
     if (images is None) == (config is None):
         raise ValueError("fid-stats needs exactly one of --images PATH or --config CONFIG")
-    extractor = InceptionFeatures(weights, batch_size=batch_size)
+    extractor = InceptionFeatures(weights, batch_size=fid_batch_size)
     if images is not None:
         record = stats_lib.make_record(extractor, f"path:{os.path.abspath(images)}", "all")
-        batches = lambda: images_lib.iter_batches(images, batch_size)  # noqa: E731
+        batches = lambda: images_lib.iter_batches(images, fid_batch_size)  # noqa: E731
     else:
         record = stats_lib.make_record(extractor, **dataset_record(config, split))
-        batches = lambda: dataset_batches(config, split, batch_size)  # noqa: E731
+        batches = lambda: dataset_batches(config, split, fid_batch_size)  # noqa: E731
     result = stats_lib.cached_stats(out, extractor, batches, record, _progress(f"fid-stats {record['dataset']}"))
     print(f"{out}: {result.n} images" + (f", IS {result.inception_score[0]:.3f}" if result.inception_score else ""))
     return result
@@ -106,7 +105,7 @@ def run_fid(
     b: str,
     *,
     weights: str | None = None,
-    batch_size: int = 200,
+    fid_batch_size: int = 200,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
@@ -119,11 +118,11 @@ def run_fid(
 
     def extractor_factory():
         nonlocal extractor
-        extractor = extractor or InceptionFeatures(weights, batch_size=batch_size)
+        extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)
         return extractor
 
-    stats_a, rec_a = _stats_of(a, extractor_factory, batch_size)
-    stats_b, rec_b = _stats_of(b, extractor_factory, batch_size)
+    stats_a, rec_a = _stats_of(a, extractor_factory, fid_batch_size)
+    stats_b, rec_b = _stats_of(b, extractor_factory, fid_batch_size)
     _check_comparable(rec_a, rec_b, a, b)
     result = {
         "fid": metrics.frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma),
@@ -169,28 +168,20 @@ def run_compare(
     run, restarted with the same arguments, resumes where it stopped. ``overrides``: "a.b=value" for
     the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
     ``extractor`` replaces the Inception network (tests)."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from score_sde import checkpoints, cli, data, models
-    from score_sde import score as score_lib
+    from score_sde import checkpoints, cli, data, evaluate, models, parallel
     from score_sde import sde as sde_lib
     from score_sde.evaluation import compare as compare_lib
 
-    n_dev = jax.device_count()
-    # The samples split over every device (the samplers pin x with with_sharding_constraint: Auto axes);
-    # the weights (and the keys, in compare) replicated on the same devices.
-    mesh = jax.make_mesh((n_dev,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
-    sharding = NamedSharding(mesh, PartitionSpec("batch")) if batch_size % n_dev == 0 else None
-
     params, params_ema, config = checkpoints.load_model(checkpoint)
     config = cli.with_overrides(config, overrides)
-    variables = {"params": params_ema if ema else params}
+    params = params_ema if ema else params
+    # The samples split over every device when the batch allows it, the weights replicated on them.
+    mesh = parallel.data_mesh()
+    sharding = parallel.batch_sharding(mesh) if batch_size % mesh.size == 0 else None
     if sharding is not None:
-        variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
-    model = models.get_model(config)
+        params = parallel.put_replicated(params, mesh)
+    score_fn = evaluate.score_fn_for(config, models.get_model(config), params)
     sde = sde_lib.get_sde(config)
-    model_fn = score_lib.get_model_fn(model, variables)
-    score_fn = score_lib.get_score_fn(sde, model_fn, continuous=bool(config.training.continuous))
     settings = compare_lib.grid(samplers, steps, tolerances)
 
     extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from score_sde import files
 from score_sde.evaluation import images as images_lib
 from score_sde.evaluation import metrics
 from score_sde.evaluation.stats import FeatureStats, compute_stats
@@ -115,19 +116,6 @@ def sampling_fn(
     )
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 def _check_manifest(out_dir: str, manifest: dict) -> None:
     path = os.path.join(out_dir, "manifest.json")
     if os.path.exists(path):
@@ -144,7 +132,7 @@ def _check_manifest(out_dir: str, manifest: dict) -> None:
                 "use another output folder, or the same arguments to resume it"
             )
     else:
-        _write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
+        files.write_json(path, manifest)
 
 
 def _sample_setting(
@@ -175,7 +163,7 @@ def _sample_setting(
         seconds = time.perf_counter() - start
         count = min(batch_size, num_samples - i * batch_size)
         samples = images_lib.to_uint8(np.asarray(to_unit(x[:count])))
-        _write_atomic(path, _npz_bytes(samples=samples, nfe=np.asarray(nfe), seconds=np.float64(seconds)))
+        files.save_npz(path, samples=samples, nfe=np.asarray(nfe), seconds=np.float64(seconds))
         if progress is not None:
             progress(setting, i, n_shards)
 
@@ -236,7 +224,7 @@ def write_csv(path: str, rows: list[dict]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
-    _write_atomic(path, buf.getvalue().encode())
+    files.write_text(path, buf.getvalue())
 
 
 def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
@@ -258,10 +246,9 @@ def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+    with files.atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    _write_atomic(path, buf.getvalue())
 
 
 def compare(
@@ -336,7 +323,7 @@ def compare(
                 kid_subset_size=kid_subset_size,
                 seed=seed,
             )
-            _write_atomic(metrics_path, (json.dumps(row, indent=2) + "\n").encode())
+            files.write_json(metrics_path, row)
         with open(metrics_path) as f:
             rows.append(json.load(f))
     write_csv(os.path.join(out_dir, "results.csv"), rows)

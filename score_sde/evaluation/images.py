@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
+from score_sde import files
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 ARRAY_EXTENSIONS = (".npz", ".npy")
 
@@ -102,6 +104,5 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.
 
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes an (H, W, C) uint8 image as PNG, atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp)
-    os.replace(tmp, path)
+    with files.atomic_open(path) as f:
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format="PNG")

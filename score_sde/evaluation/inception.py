@@ -112,89 +112,89 @@ def avg_pool_exclude_pad(x):
     return nn.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)), count_include_pad=False)
 
 
-class InceptionA(nn.Module):  # mixed, mixed_1, mixed_2 (35x35)
-    pool_features: int
+class Mixed(nn.Module):
+    """An Inception block (``mixed*`` in the graph): parallel towers of `ConvBN` layers, concatenated."""
+
     precision: jax.lax.Precision
+
+    def conv(self, *args, **kwargs) -> ConvBN:
+        return ConvBN(*args, precision=self.precision, **kwargs)
+
+
+class InceptionA(Mixed):  # mixed, mixed_1, mixed_2 (35x35)
+    pool_features: int
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, precision=self.precision)
-        b0 = conv(64, (1, 1), name="conv")(x)
-        b1 = conv(48, (1, 1), name="tower_conv")(x)
-        b1 = conv(64, (5, 5), padding=(2, 2), name="tower_conv_1")(b1)
-        b2 = conv(64, (1, 1), name="tower_1_conv")(x)
-        b2 = conv(96, (3, 3), padding=(1, 1), name="tower_1_conv_1")(b2)
-        b2 = conv(96, (3, 3), padding=(1, 1), name="tower_1_conv_2")(b2)
-        b3 = conv(self.pool_features, (1, 1), name="tower_2_conv")(avg_pool_exclude_pad(x))
+        b0 = self.conv(64, (1, 1), name="conv")(x)
+        b1 = self.conv(48, (1, 1), name="tower_conv")(x)
+        b1 = self.conv(64, (5, 5), padding=(2, 2), name="tower_conv_1")(b1)
+        b2 = self.conv(64, (1, 1), name="tower_1_conv")(x)
+        b2 = self.conv(96, (3, 3), padding=(1, 1), name="tower_1_conv_1")(b2)
+        b2 = self.conv(96, (3, 3), padding=(1, 1), name="tower_1_conv_2")(b2)
+        b3 = self.conv(self.pool_features, (1, 1), name="tower_2_conv")(avg_pool_exclude_pad(x))
         return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class InceptionB(nn.Module):  # mixed_3: 35x35 -> 17x17
-    precision: jax.lax.Precision
-
+class InceptionB(Mixed):  # mixed_3: 35x35 -> 17x17
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, precision=self.precision)
-        b0 = conv(384, (3, 3), stride=2, name="conv")(x)
-        b1 = conv(64, (1, 1), name="tower_conv")(x)
-        b1 = conv(96, (3, 3), padding=(1, 1), name="tower_conv_1")(b1)
-        b1 = conv(96, (3, 3), stride=2, name="tower_conv_2")(b1)
+        b0 = self.conv(384, (3, 3), stride=2, name="conv")(x)
+        b1 = self.conv(64, (1, 1), name="tower_conv")(x)
+        b1 = self.conv(96, (3, 3), padding=(1, 1), name="tower_conv_1")(b1)
+        b1 = self.conv(96, (3, 3), stride=2, name="tower_conv_2")(b1)
         return jnp.concatenate([b0, b1, max_pool(x, 3, 2)], axis=-1)
 
 
-class InceptionC(nn.Module):  # mixed_4 ... mixed_7 (17x17), factorised 7x7 convolutions
+class InceptionC(Mixed):  # mixed_4 ... mixed_7 (17x17), factorised 7x7 convolutions
     channels_7x7: int
-    precision: jax.lax.Precision
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, precision=self.precision)
         c = self.channels_7x7
         row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
-        b0 = conv(192, (1, 1), name="conv")(x)
-        b1 = conv(c, (1, 1), name="tower_conv")(x)
-        b1 = conv(c, **row, name="tower_conv_1")(b1)
-        b1 = conv(192, **col, name="tower_conv_2")(b1)
-        b2 = conv(c, (1, 1), name="tower_1_conv")(x)
-        b2 = conv(c, **col, name="tower_1_conv_1")(b2)
-        b2 = conv(c, **row, name="tower_1_conv_2")(b2)
-        b2 = conv(c, **col, name="tower_1_conv_3")(b2)
-        b2 = conv(192, **row, name="tower_1_conv_4")(b2)
-        b3 = conv(192, (1, 1), name="tower_2_conv")(avg_pool_exclude_pad(x))
+        b0 = self.conv(192, (1, 1), name="conv")(x)
+        b1 = self.conv(c, (1, 1), name="tower_conv")(x)
+        b1 = self.conv(c, **row, name="tower_conv_1")(b1)
+        b1 = self.conv(192, **col, name="tower_conv_2")(b1)
+        b2 = self.conv(c, (1, 1), name="tower_1_conv")(x)
+        b2 = self.conv(c, **col, name="tower_1_conv_1")(b2)
+        b2 = self.conv(c, **row, name="tower_1_conv_2")(b2)
+        b2 = self.conv(c, **col, name="tower_1_conv_3")(b2)
+        b2 = self.conv(192, **row, name="tower_1_conv_4")(b2)
+        b3 = self.conv(192, (1, 1), name="tower_2_conv")(avg_pool_exclude_pad(x))
         return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class InceptionD(nn.Module):  # mixed_8: 17x17 -> 8x8
-    precision: jax.lax.Precision
-
+class InceptionD(Mixed):  # mixed_8: 17x17 -> 8x8
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, precision=self.precision)
-        b0 = conv(192, (1, 1), name="tower_conv")(x)
-        b0 = conv(320, (3, 3), stride=2, name="tower_conv_1")(b0)
-        b1 = conv(192, (1, 1), name="tower_1_conv")(x)
-        b1 = conv(192, (1, 7), padding=(0, 3), name="tower_1_conv_1")(b1)
-        b1 = conv(192, (7, 1), padding=(3, 0), name="tower_1_conv_2")(b1)
-        b1 = conv(192, (3, 3), stride=2, name="tower_1_conv_3")(b1)
+        b0 = self.conv(192, (1, 1), name="tower_conv")(x)
+        b0 = self.conv(320, (3, 3), stride=2, name="tower_conv_1")(b0)
+        b1 = self.conv(192, (1, 1), name="tower_1_conv")(x)
+        b1 = self.conv(192, (1, 7), padding=(0, 3), name="tower_1_conv_1")(b1)
+        b1 = self.conv(192, (7, 1), padding=(3, 0), name="tower_1_conv_2")(b1)
+        b1 = self.conv(192, (3, 3), stride=2, name="tower_1_conv_3")(b1)
         return jnp.concatenate([b0, b1, max_pool(x, 3, 2)], axis=-1)
 
 
-class InceptionE(nn.Module):  # mixed_9 (average pool branch), mixed_10 (max pool branch), 8x8
+class InceptionE(Mixed):  # mixed_9 (average pool branch), mixed_10 (max pool branch), 8x8
     max_pool_branch: bool
-    precision: jax.lax.Precision
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, precision=self.precision)
         row, col = dict(kernel_size=(1, 3), padding=(0, 1)), dict(kernel_size=(3, 1), padding=(1, 0))
-        b0 = conv(320, (1, 1), name="conv")(x)
-        a = conv(384, (1, 1), name="tower_conv")(x)
-        b1 = [conv(384, **row, name="tower_mixed_conv")(a), conv(384, **col, name="tower_mixed_conv_1")(a)]
-        b = conv(448, (1, 1), name="tower_1_conv")(x)
-        b = conv(384, (3, 3), padding=(1, 1), name="tower_1_conv_1")(b)
-        b2 = [conv(384, **row, name="tower_1_mixed_conv")(b), conv(384, **col, name="tower_1_mixed_conv_1")(b)]
+        b0 = self.conv(320, (1, 1), name="conv")(x)
+        a = self.conv(384, (1, 1), name="tower_conv")(x)
+        b1 = [self.conv(384, **row, name="tower_mixed_conv")(a), self.conv(384, **col, name="tower_mixed_conv_1")(a)]
+        b = self.conv(448, (1, 1), name="tower_1_conv")(x)
+        b = self.conv(384, (3, 3), padding=(1, 1), name="tower_1_conv_1")(b)
+        b2 = [
+            self.conv(384, **row, name="tower_1_mixed_conv")(b),
+            self.conv(384, **col, name="tower_1_mixed_conv_1")(b),
+        ]
         pooled = max_pool(x, 3, 1, pad=1) if self.max_pool_branch else avg_pool_exclude_pad(x)
-        b3 = conv(192, (1, 1), name="tower_2_conv")(pooled)
+        b3 = self.conv(192, (1, 1), name="tower_2_conv")(pooled)
         return jnp.concatenate([b0, *b1, *b2, b3], axis=-1)
 
 
@@ -219,15 +219,15 @@ class InceptionV3(nn.Module):
         x = conv(80, (1, 1), name="conv_3")(x)
         x = conv(192, (3, 3), name="conv_4")(x)  # 71x71
         x = max_pool(x, 3, 2)  # 35x35
-        x = InceptionA(32, p, name="mixed")(x)
-        x = InceptionA(64, p, name="mixed_1")(x)
-        x = InceptionA(64, p, name="mixed_2")(x)
+        x = InceptionA(p, pool_features=32, name="mixed")(x)
+        x = InceptionA(p, pool_features=64, name="mixed_1")(x)
+        x = InceptionA(p, pool_features=64, name="mixed_2")(x)
         x = InceptionB(p, name="mixed_3")(x)  # 17x17
         for i, c in enumerate((128, 160, 160, 192)):
-            x = InceptionC(c, p, name=f"mixed_{4 + i}")(x)
+            x = InceptionC(p, channels_7x7=c, name=f"mixed_{4 + i}")(x)
         x = InceptionD(p, name="mixed_8")(x)  # 8x8
-        x = InceptionE(False, p, name="mixed_9")(x)
-        x = InceptionE(True, p, name="mixed_10")(x)
+        x = InceptionE(p, max_pool_branch=False, name="mixed_9")(x)
+        x = InceptionE(p, max_pool_branch=True, name="mixed_10")(x)
         pool3 = jnp.mean(x, axis=(1, 2))  # the graph's 8x8 average pool over the whole 8x8 map
         out = {"pool3": pool3}
         if self.logits:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from score_sde import files
 from score_sde.evaluation import metrics
 from score_sde.evaluation.features import InceptionFeatures
 
@@ -88,35 +89,17 @@ def compute_stats(
     return FeatureStats(mu, sigma, moments.n, np.concatenate(feats), score)
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_stats(path: str, stats: FeatureStats, record: dict) -> None:
     """Writes ``path`` (.npz) and ``path + ".json"``; each appears whole or not at all, the record
     last, so a record always describes a complete statistics file."""
     path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     arrays = dict(mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n))
     if stats.features is not None:
         arrays["features"] = stats.features
     if stats.inception_score is not None:
         arrays["inception_score"] = np.asarray(stats.inception_score)
-
-    def write_npz(tmp):
-        with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
-            np.savez(f, **arrays)
-
-    _atomic_write(path, write_npz)
-    record = {**record, "num_images": stats.n}
-
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            f.write(json.dumps(record, indent=2) + "\n")
-
-    _atomic_write(path + ".json", write_json)
+    files.save_npz(path, **arrays)
+    files.write_json(path + ".json", {**record, "num_images": stats.n})
 
 
 def is_stats_file(path: str) -> bool:

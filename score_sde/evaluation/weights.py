@@ -21,6 +21,7 @@ import re
 import jax
 import numpy as np
 
+from score_sde import files
 from score_sde.evaluation.inception import INPUT_SIZE, InceptionV3
 
 FORMAT = "score_sde.inception-2015-12-05.v1"
@@ -241,10 +242,7 @@ def convert(src: str, dst: str) -> dict:
         "has_logits": has_logits,
     }
     dst = os.path.abspath(os.path.expanduser(dst))
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, __meta__=np.array(json.dumps(meta)), **flat)
-    os.replace(tmp, dst)  # a crash never leaves a half-written weights file under the final name
+    files.save_npz(dst, __meta__=np.array(json.dumps(meta)), **flat)  # never half a weights file under DST
     return meta
 
 

@@ -27,18 +27,34 @@ def default_init(scale: float = 1.0):
     return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
-def ddpm_conv(x, features: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True, init_scale: float = 1.0):
-    """'SAME' convolution with DDPM's initialisation (bias zero). Creates ``Conv_<k>`` in the calling module."""
+def same_conv(
+    x, features: int, kernel_size: int, *, stride: int, dilation: int = 1, bias: bool, kernel_init, bias_init
+):
+    """'SAME' square convolution computing in the dtype of x. Creates ``Conv_<k>`` in the calling module."""
     return nn.Conv(
         features,
         (kernel_size, kernel_size),
         strides=(stride, stride),
         padding="SAME",
         use_bias=bias,
-        kernel_init=default_init(init_scale),
-        bias_init=nn.initializers.zeros,
+        kernel_dilation=(dilation, dilation),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
         dtype=x.dtype,
     )(x)
+
+
+def ddpm_conv(x, features: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True, init_scale: float = 1.0):
+    """'SAME' convolution with DDPM's initialisation (bias zero). Creates ``Conv_<k>`` in the calling module."""
+    return same_conv(
+        x,
+        features,
+        kernel_size,
+        stride=stride,
+        bias=bias,
+        kernel_init=default_init(init_scale),
+        bias_init=nn.initializers.zeros,
+    )
 
 
 def conv3x3(x, features, **kwargs):
@@ -62,6 +78,20 @@ def check_unet_input(x, num_resolutions: int) -> None:
 def group_norm(x, num_groups: int, epsilon: float = 1e-6):
     """Flax GroupNorm (``GroupNorm_<k>``), computing in the dtype of x (statistics in float32)."""
     return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=x.dtype)(x)
+
+
+def ncsnpp_groups(channels: int) -> int:
+    """The GroupNorm groups of NCSN++ / DDPM++ blocks: min(channels // 4, 32)."""
+    return min(channels // 4, 32)
+
+
+class DDPMGroups:
+    """Mixin for the blocks of DDPM, which normalise with 32 groups whatever the number of channels: the
+    NCSN++ block it precedes (``class AttnBlock(DDPMGroups, AttnBlockpp)``) with DDPM's GroupNorms."""
+
+    @staticmethod
+    def num_groups(channels: int) -> int:
+        return 32
 
 
 def add_skip(x, h, skip_rescale: bool):
@@ -128,10 +158,7 @@ class AttnBlockpp(nn.Module):
 
     skip_rescale: bool = False
     init_scale: float = 0.0
-
-    @staticmethod
-    def num_groups(channels: int) -> int:
-        return min(channels // 4, 32)
+    num_groups = staticmethod(ncsnpp_groups)
 
     @nn.compact
     def __call__(self, x):
@@ -143,26 +170,26 @@ class AttnBlockpp(nn.Module):
         return add_skip(x, h, self.skip_rescale)
 
 
-class AttnBlock(AttnBlockpp):
+class AttnBlock(DDPMGroups, AttnBlockpp):
     """DDPM's self-attention block: AttnBlockpp with 32 groups in its GroupNorm (and its defaults)."""
-
-    @staticmethod
-    def num_groups(channels: int) -> int:
-        return 32
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Resampling
 
 
-class Upsample(nn.Module):
-    """2x upsampling: nearest-neighbour then an optional 3x3 conv, or (``fir``) FIR upsampling, fused with the
-    conv when ``with_conv``. ``out_ch`` defaults to the input channels."""
+class _Resample(nn.Module):
+    """The options of `Upsample` and `Downsample`; ``out_ch`` defaults to the input channels."""
 
     out_ch: int | None = None
     with_conv: bool = False
     fir: bool = False
     fir_kernel: Sequence[int] = (1, 3, 3, 1)
+
+
+class Upsample(_Resample):
+    """2x upsampling: nearest-neighbour then an optional 3x3 conv, or (``fir``) FIR upsampling, fused with the
+    conv when ``with_conv``."""
 
     @nn.compact
     def __call__(self, x):
@@ -177,14 +204,9 @@ class Upsample(nn.Module):
         )(x)
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample):
     """2x downsampling: a stride-2 3x3 conv or 2x2 mean, or (``fir``) FIR downsampling, fused with the conv when
-    ``with_conv``. ``out_ch`` defaults to the input channels."""
-
-    out_ch: int | None = None
-    with_conv: bool = False
-    fir: bool = False
-    fir_kernel: Sequence[int] = (1, 3, 3, 1)
+    ``with_conv``."""
 
     @nn.compact
     def __call__(self, x):
@@ -235,10 +257,7 @@ class ResnetBlockDDPMpp(nn.Module):
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
-
-    @staticmethod
-    def num_groups(channels: int) -> int:
-        return min(channels // 4, 32)
+    num_groups = staticmethod(ncsnpp_groups)
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = False):
@@ -256,12 +275,8 @@ class ResnetBlockDDPMpp(nn.Module):
         return add_skip(x, h, self.skip_rescale)
 
 
-class ResnetBlockDDPM(ResnetBlockDDPMpp):
+class ResnetBlockDDPM(DDPMGroups, ResnetBlockDDPMpp):
     """DDPM's residual block (Ho et al., 2020): ResnetBlockDDPMpp with 32 groups (and its defaults)."""
-
-    @staticmethod
-    def num_groups(channels: int) -> int:
-        return 32
 
 
 class ResnetBlockBigGANpp(nn.Module):
@@ -291,12 +306,12 @@ class ResnetBlockBigGANpp(nn.Module):
     def __call__(self, x, temb=None, train: bool = False):
         in_ch = x.shape[-1]
         out_ch = self.out_ch or in_ch
-        h = self.act(group_norm(x, min(in_ch // 4, 32)))
+        h = self.act(group_norm(x, ncsnpp_groups(in_ch)))
         h, x = self._resample(h), self._resample(x)
         h = conv3x3(h, out_ch)
         if temb is not None:
             h = h + _time_bias(temb, self.act, out_ch, x.dtype)
-        h = self.act(group_norm(h, min(out_ch // 4, 32)))
+        h = self.act(group_norm(h, ncsnpp_groups(out_ch)))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(h, out_ch, init_scale=self.init_scale)
         if in_ch != out_ch or self.up or self.down:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from score_sde.models import layers
-from score_sde.models.layers import conv3x3, default_init, group_norm
+from score_sde.models.layers import conv3x3, default_init, group_norm, ncsnpp_groups
 from score_sde.models.utils import compute_dtype, get_act, get_sigmas, register_model
 
 _CHOICES = {
@@ -110,7 +110,7 @@ class NCSNpp(nn.Module):
             return layers.add_skip(a, b, skip_rescale)
 
         def output_conv(h, features, **kwargs):
-            return conv3x3(act(group_norm(h, min(h.shape[-1] // 4, 32))), features, **kwargs)
+            return conv3x3(act(group_norm(h, ncsnpp_groups(h.shape[-1]))), features, **kwargs)
 
         if not self.config.data.centered:
             x = 2 * x - 1.0

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from score_sde.models.layers import same_conv
 from score_sde.models.up_or_down_sampling import naive_downsample_2d
 
 
@@ -36,17 +37,16 @@ def ncsn_conv(
     def bias_init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nn.Conv(
+    return same_conv(
+        x,
         features,
-        (kernel_size, kernel_size),
-        strides=(stride, stride),
-        padding="SAME",
-        use_bias=bias,
-        kernel_dilation=(dilation, dilation),
+        kernel_size,
+        stride=stride,
+        dilation=dilation,
+        bias=bias,
         kernel_init=nn.initializers.variance_scaling(scale / 3, "fan_in", "uniform"),
         bias_init=bias_init,
-        dtype=x.dtype,
-    )(x)
+    )
 
 
 def normalize(normalizer, x, y=None):

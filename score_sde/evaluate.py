@@ -1,0 +1,229 @@
+"""A trained model, evaluated: its score function and sampler, the test loss, samples in resumable shards,
+bits/dim.
+
+Every command takes a training workdir (its newest checkpoint), one checkpoint of it
+(WORKDIR/checkpoints/STEP) or a model checkpoint (`checkpoints.save_model`), runs data-parallel over every
+device of every host, and writes its result atomically, by default into WORKDIR/eval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde import checkpoints as ckpt_lib
+from score_sde import cli, files, likelihood, models, parallel, sampling, score
+from score_sde import data as data_lib
+from score_sde import sde as sde_lib
+from score_sde.train import EVAL_STREAM, make_eval_fn, make_loss_fn, save_grid, stream_key, to_host
+
+
+def score_fn_for(config, model, params):
+    """score_fn(x, t) of the network ``model`` with ``params``, as config.training trained it."""
+    model_fn = score.get_model_fn(model, {"params": params})
+    return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
+
+
+def make_sample_fn(config, model, *, num_samples: int, mesh=None):
+    """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
+    sampler, the batch split over the devices of ``mesh`` (default: every device)."""
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
+    shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
+    sampling_fn = sampling.get_sampling_fn(
+        config,
+        sde_lib.get_sde(config),
+        shape,
+        data_lib.get_data_inverse_scaler(config),
+        sharding=parallel.batch_sharding(mesh),
+    )
+
+    def sample_fn(params, key):
+        images, nfe = sampling_fn(key, score_fn_for(config, model, params))
+        return jnp.clip(images, 0.0, 1.0), nfe
+
+    return sample_fn
+
+
+def load_for_eval(model_path: str, overrides=()):
+    """(network, EMA parameters, config, step) of a workdir or checkpoint (see checkpoints.load_model),
+    with ``overrides`` ("a.b=value") applied to its saved config."""
+    _, params_ema, config = ckpt_lib.load_model(model_path)
+    config = cli.with_overrides(config, overrides)
+    step = _checkpoint_step(model_path)
+    return models.get_model(config), params_ema, config, step
+
+
+def _checkpoint_step(model_path: str):
+    """The training step of a workdir (its newest checkpoint) or of WORKDIR/<kind>/<step>; else None."""
+    path = os.path.abspath(model_path)
+    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)) or os.path.isdir(os.path.join(path, ckpt_lib.PREEMPTION)):
+        steps = ckpt_lib.TrainCheckpoints(path).steps()
+        return steps[0][0] if steps else None
+    name = os.path.basename(path.rstrip(os.sep))
+    return int(name) if name.isdigit() else None
+
+
+def _result_dir(model_path: str, out) -> str:
+    if out is not None:
+        return out
+    path = os.path.abspath(model_path)
+    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)):
+        return os.path.join(path, "eval")
+    raise ValueError(f"--out is required: {model_path} is not a training workdir")
+
+
+def _named(stem: str, step) -> str:
+    return f"{stem}.json" if step is None else f"{stem}_{step}.json"
+
+
+def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
+    """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
+    Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step).
+    Returns {"loss", "count", "step"}."""
+    model, params, config, step = load_for_eval(model_path, overrides)
+    mesh = parallel.data_mesh()
+    batch_size = int(config.eval.batch_size)
+    parallel.check_batch_size(batch_size, mesh, "config.eval.batch_size")
+    eval_fn = make_eval_fn(make_loss_fn(config, model, train=False), mesh=mesh)
+    params = parallel.put_replicated(params, mesh)
+    total, count = 0.0, 0
+    source = data_lib.get_source(config, "test")
+    for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config)):
+        x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
+        s, n = eval_fn(params, jax.random.fold_in(stream_key(config, EVAL_STREAM), i), x, mask)
+        total, count = total + float(to_host(s)), count + int(to_host(n))
+    result = {"loss": total / count, "count": count, "step": step}
+    if jax.process_index() == 0:
+        files.write_json(os.path.join(_result_dir(model_path, out), _named("loss", step)), result)
+    return result
+
+
+def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=None, batch_size=None, seed=0) -> dict:
+    """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
+    OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
+    comes from the key fold_in(PRNGKey(seed), i): a restarted command keeps the shards already written
+    and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
+    OUT, whose shards `score-sde fid` reads)."""
+    model, params, config, step = load_for_eval(model_path, overrides)
+    num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
+    batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
+    if num_samples <= 0 or batch_size <= 0:
+        raise ValueError(f"--num-samples ({num_samples}) and --batch-size ({batch_size}) must be positive")
+    batch_size = min(batch_size, num_samples)
+    os.makedirs(out, exist_ok=True)
+    meta = {
+        "model": os.path.abspath(model_path),
+        "step": step,
+        "seed": seed,
+        "batch_size": batch_size,
+        "sampling": json.loads(config.sampling.to_json()),
+        "sde": config.training.sde,
+    }
+    meta_path = os.path.join(out, "samples.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            before = json.load(f)
+        if {k: v for k, v in before.items() if k != "num_samples"} != meta:
+            raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
+    if jax.process_index() == 0:
+        files.write_json(meta_path, {**meta, "num_samples": num_samples})
+        for name in os.listdir(out):  # temporary files (see score_sde.files) left by a killed run
+            if ".npz.tmp" in name:
+                os.remove(os.path.join(out, name))
+
+    mesh = parallel.data_mesh()
+    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
+    params = parallel.put_replicated(params, mesh)
+    num_shards = -(-num_samples // batch_size)
+    nfe = None
+    bar = _progress(num_shards, "shards")
+    for i in range(num_shards):
+        path = os.path.join(out, f"samples_{i:05d}.npz")
+        if os.path.exists(path):  # written by an earlier run of this command
+            bar.update(1)
+            continue
+        images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
+        images = parallel.gather(images)[: num_samples - i * batch_size]
+        if jax.process_index() == 0:
+            files.save_npz(path, samples=np.round(images * 255).astype(np.uint8))
+        bar.update(1)
+    bar.close()
+    if jax.process_index() == 0:
+        first = np.concatenate(
+            [
+                np.load(os.path.join(out, f"samples_{i:05d}.npz"))["samples"]
+                for i in range(min(num_shards, -(-64 // batch_size)))
+            ]
+        )[:64]
+        save_grid(first / 255.0, grid_path(out))
+    return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
+
+
+def evaluate_bpd(
+    model_path: str, *, overrides=(), split=None, num_batches=None, batch_size=None, num_repeats=None, out=None
+) -> dict:
+    """Bits/dim of the split (default config.eval.bpd_dataset) under the probability-flow ODE (core's
+    likelihood, Hutchinson-Skilling divergence, RK45), on uniformly dequantised data, averaged over
+    ``num_repeats`` (default config.eval.bpd_num_repeats) passes over the data, each example once per pass;
+    every pass draws fresh dequantisation noise and fresh Hutchinson probes (the official code makes 5 passes
+    over the test split). The standard error is that of the mean over examples of their per-example means.
+    Written to OUT/bpd_<split>_<step>.json. Returns {"bpd", "bpd_stderr", "bpd_per_repeat", "count" (examples
+    per pass), "repeats", "split", "step"}."""
+    model, params, config, step = load_for_eval(model_path, overrides)
+    split = str(config.eval.bpd_dataset if split is None else split).lower()
+    num_repeats = int(config.eval.get("bpd_num_repeats", 1) if num_repeats is None else num_repeats)
+    if num_repeats < 1:
+        raise ValueError(f"config.eval.bpd_num_repeats / --num-repeats must be at least 1, got {num_repeats}")
+    mesh = parallel.data_mesh()
+    batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
+    parallel.check_batch_size(batch_size, mesh, "the likelihood batch size")
+    likelihood_fn = likelihood.get_likelihood_fn(
+        sde_lib.get_sde(config), data_lib.get_data_inverse_scaler(config), sharding=parallel.batch_sharding(mesh)
+    )
+    score_fn = score_fn_for(config, model, parallel.put_replicated(params, mesh))
+    source = data_lib.get_source(config, split)
+    total = -(-len(source) // batch_size) if num_batches is None else min(num_batches, -(-len(source) // batch_size))
+    key = stream_key(config, EVAL_STREAM)
+    passes = []  # per pass, the bits/dim of every example
+    bar = _progress(num_repeats * total, "batches")
+    for repeat in range(num_repeats):
+        bpds = []
+        batches = data_lib.eval_batches(source, batch_size, config, dequantize=True, repeat=repeat)
+        for i, batch in zip(range(total), batches):
+            x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
+            # The probes of batch i of pass r: a key of their own, as the official evaluation's bpd rounds.
+            bpd, _, _ = likelihood_fn(jax.random.fold_in(key, repeat * total + i), score_fn, x)
+            bpds.append(parallel.gather(bpd)[parallel.gather(mask)])
+            bar.update(1)
+        passes.append(np.concatenate(bpds))
+    bar.close()
+    per_example = np.mean(passes, axis=0)
+    n = len(per_example)
+    result = {
+        "bpd": float(per_example.mean()),
+        "bpd_stderr": float(per_example.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+        "bpd_per_repeat": [float(p.mean()) for p in passes],
+        "count": n,
+        "repeats": num_repeats,
+        "split": split,
+        "step": step,
+    }
+    if jax.process_index() == 0 and (out is not None or os.path.isdir(os.path.join(model_path, ckpt_lib.PERIODIC))):
+        files.write_json(os.path.join(_result_dir(model_path, out), _named(f"bpd_{split}", step)), result)
+    return result
+
+
+def grid_path(out: str) -> str:
+    """The PNG beside the sample folder ``out`` that shows its first 64 samples."""
+    return os.path.abspath(out).rstrip(os.sep) + ".png"
+
+
+def _progress(total: int, unit: str):
+    import tqdm
+
+    return tqdm.tqdm(total=total, unit=unit, dynamic_ncols=True, disable=jax.process_index() != 0)

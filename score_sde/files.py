@@ -1,0 +1,74 @@
+"""Files written atomically: after a crash or a kill, a path holds its previous content (or nothing) or the
+complete new one, never a part.
+
+Every writer here writes a temporary file beside the target, ``TARGET.tmp-<pid>-<random>`` (the same folder,
+so the same file system), flushes it to the disk (fsync), renames it over the target (`os.replace`, atomic)
+and flushes the folder, so that the rename itself survives a power cut. A kill can leave a temporary
+file behind: its name never ends like a result's, so readers that look for ``*.npz``, ``*.json``, ...
+pass it over. Parent folders are created as needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
+    """``with atomic_open(path) as f: ...`` writes ``f`` and, when the block completes, puts it at ``path``
+    in one step; when the block raises, ``path`` is untouched and the temporary file is removed.
+    ``mode``: "wb" (bytes) or "w" (text, UTF-8)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, mode.replace("w", "x"), encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Flushes a folder's entries (the rename) to the disk, where the system allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    """``text`` as UTF-8, line ends as given (no translation)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, value: Any) -> None:
+    """``value`` as JSON, indented by 2, with a final newline."""
+    write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def save_npz(path: str, **arrays) -> None:
+    """`numpy.savez` of ``arrays`` at ``path`` (the name is kept as given: numpy adds no ".npz")."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
