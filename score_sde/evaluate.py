@@ -19,6 +19,7 @@ from score_sde import checkpoints as ckpt_lib
 from score_sde import cli, files, likelihood, models, parallel, sampling, score
 from score_sde import data as data_lib
 from score_sde import sde as sde_lib
+from score_sde.evaluation import images as images_lib
 from score_sde.train import EVAL_STREAM, make_eval_fn, make_loss_fn, save_grid, stream_key, to_host
 
 
@@ -150,7 +151,7 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
         images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
         images = parallel.gather(images)[: num_samples - i * batch_size]
         if jax.process_index() == 0:
-            files.save_npz(path, samples=np.round(images * 255).astype(np.uint8))
+            files.save_npz(path, samples=images_lib.to_uint8(images))
         bar.update(1)
     bar.close()
     if jax.process_index() == 0:

@@ -207,3 +207,6 @@ def test_image_sources_read_every_image_in_order(tmp_path):
         next(images.iter_batches(str(tmp_path / "float.npy")))
     assert images.to_uint8(np.array([-0.1, 0.0, 0.5 / 255, 0.49, 1.2])).tolist() == [0, 0, 0, 125, 255]
     assert images.to_uint8(np.array([-1.0, 1.0]), centered=True).tolist() == [0, 255]
+    # A diverged sampler's NaN would otherwise become an arbitrary pixel value and a silently wrong FID.
+    with pytest.raises(ValueError, match="1 of 3 images hold NaN or inf values"):
+        images.to_uint8(np.array([[0.5, 0.5], [0.5, np.nan], [0.2, 0.1]]))

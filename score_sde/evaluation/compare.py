@@ -162,7 +162,10 @@ def _sample_setting(
         x = np.asarray(x)  # waits for the device: the time below is the sampling's
         seconds = time.perf_counter() - start
         count = min(batch_size, num_samples - i * batch_size)
-        samples = images_lib.to_uint8(np.asarray(to_unit(x[:count])))
+        try:
+            samples = images_lib.to_uint8(np.asarray(to_unit(x[:count])))
+        except ValueError as e:
+            raise ValueError(f"{setting.name}, shard {i}: {e}") from e
         files.save_npz(path, samples=samples, nfe=np.asarray(nfe), seconds=np.float64(seconds))
         if progress is not None:
             progress(setting, i, n_shards)

@@ -16,8 +16,12 @@ ARRAY_EXTENSIONS = (".npz", ".npy")
 
 
 def to_uint8(x: np.ndarray, centered: bool = False) -> np.ndarray:
-    """Float images in [0, 1] ([-1, 1] if ``centered``) -> uint8 by rounding to the nearest level."""
+    """Float images (N, ...) in [0, 1] ([-1, 1] if ``centered``) -> uint8 by rounding to the nearest level.
+    Raises ValueError if an image holds NaN or inf (a diverged sampler), which no uint8 value stands for."""
     x = np.asarray(x, np.float32)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{bad.sum()} of {len(x)} images hold NaN or inf values: the sampler diverged")
     if centered:
         x = (x + 1.0) / 2.0
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
