@@ -10,3 +10,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402  (must follow the environment above)
 
 assert jax.device_count() == 8, "XLA_FLAGS was set after jax initialised its backends"
+
+
+def pytest_collection_modifyitems(items):
+    """Heavy tests first (a stable sort keeps the rest in order): longest first balances the workers."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

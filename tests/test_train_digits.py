@@ -44,6 +44,7 @@ def _train_and_sample(config, workdir, num_samples):
     return np.asarray(images), int(nfe)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("dataset", ["digits", "MNIST"])
 def test_small_model_learns_the_data(tmp_path, dataset):
     overrides = [

@@ -11,6 +11,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from score_sde import checkpoints
 from score_sde.cli import REPO_ROOT
@@ -78,6 +79,7 @@ def _logged_steps(workdir):
         return 0
 
 
+@pytest.mark.heavy
 def test_kill_9_and_restart_equals_uninterrupted_run(tmp_path):
     env = _env(tmp_path / "jax_cache")
     reference = _train(tmp_path / "reference", env)
