@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.registry import Registry
+
 Array = jax.Array
 ScoreFn = Callable[[Array, Array], Array]
 
@@ -37,20 +39,8 @@ def _isotropic_gaussian_logp(z: Array, std: float) -> Array:
     return -0.5 * d * np.log(2 * np.pi * std**2) - 0.5 * sq / std**2
 
 
-_SDES: dict[str, type[SDE]] = {}
-
-
-def register_sde(name: str) -> Callable[[type[SDE]], type[SDE]]:
-    """Class decorator making `config.training.sde = name` (case-insensitive) build this SDE."""
-
-    def register(cls: type[SDE]) -> type[SDE]:
-        key = name.lower()
-        if key in _SDES:
-            raise ValueError(f"an SDE named {name!r} is already registered ({_SDES[key].__name__})")
-        _SDES[key] = cls
-        return cls
-
-    return register
+_SDES: Registry[type[SDE]] = Registry("SDE")
+register_sde = _SDES.register  # class decorator: ``config.training.sde = name`` builds this SDE
 
 
 class SDE(abc.ABC):
@@ -300,10 +290,7 @@ class subVPSDE(_LinearBetaSDE):
 def get_sde(config) -> SDE:
     """The SDE registered as `config.training.sde` ('vesde', 'vpsde', 'subvpsde' or one added with
     `register_sde`), built by its `from_config` from config.model, as the official run_lib builds it."""
-    name = str(config.training.sde).lower()
-    if name not in _SDES:
-        raise ValueError(f"config.training.sde={config.training.sde!r} is not one of {sorted(_SDES)}")
-    return _SDES[name].from_config(config)
+    return _SDES.lookup(config.training.sde, "config.training.sde").from_config(config)
 
 
 def check_time(t, sde: SDE, eps: float = 0.0, name: str = "t") -> None:

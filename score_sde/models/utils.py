@@ -13,27 +13,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-_MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {}
+from score_sde.registry import Registry
 
-
-def register_model(name: str):
-    """Class (or factory) decorator: ``get_model`` builds it when ``config.model.name == name``."""
-
-    def register(factory):
-        if name in _MODELS:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _MODELS[name] = factory
-        return factory
-
-    return register
+_MODELS: Registry[Callable[[ml_collections.ConfigDict], nn.Module]] = Registry("network")
+# Class (or factory) decorator: ``get_model`` builds it when ``config.model.name == name``.
+register_model = _MODELS.register
 
 
 def get_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The Flax module named by ``config.model.name`` (one of the official names, e.g. 'ncsnpp', 'ddpm')."""
-    name = config.model.name
-    if name not in _MODELS:
-        raise ValueError(f"config.model.name={name!r} is not a known network; known: {sorted(_MODELS)}")
-    return _MODELS[name](config)
+    return _MODELS.lookup(config.model.name, "config.model.name")(config)
 
 
 def get_sigmas(config: ml_collections.ConfigDict) -> jnp.ndarray:

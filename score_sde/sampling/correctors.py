@@ -16,32 +16,15 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from score_sde.registry import Registry
 from score_sde.sde import SDE, VPSDE, ScoreFn, batch_mul, subVPSDE
 
 Array = jax.Array
 Corrector = Callable[..., tuple[Array, Array]]
 
-CORRECTORS: dict[str, Corrector] = {}
-
-
-def register_corrector(name: str) -> Callable[[Corrector], Corrector]:
-    """Decorator registering a corrector under `name` (case-insensitive)."""
-
-    def register(fn: Corrector) -> Corrector:
-        key = name.lower()
-        if key in CORRECTORS:
-            raise ValueError(f"a corrector named {name!r} is already registered")
-        CORRECTORS[key] = fn
-        return fn
-
-    return register
-
-
-def get_corrector(name: str) -> Corrector:
-    try:
-        return CORRECTORS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown corrector {name!r}; registered correctors: {sorted(CORRECTORS)}") from None
+CORRECTORS: Registry[Corrector] = Registry("corrector")
+register_corrector = CORRECTORS.register  # ``@register_corrector("name")``
+get_corrector = CORRECTORS.lookup
 
 
 def _alpha(sde: SDE, t: Array) -> Array:

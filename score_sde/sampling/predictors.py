@@ -17,32 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_sde.registry import Registry
 from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, batch_mul
 
 Array = jax.Array
 Predictor = Callable[..., tuple[Array, Array]]
 
-PREDICTORS: dict[str, Predictor] = {}
-
-
-def register_predictor(name: str) -> Callable[[Predictor], Predictor]:
-    """Decorator registering a predictor under `name` (case-insensitive)."""
-
-    def register(fn: Predictor) -> Predictor:
-        key = name.lower()
-        if key in PREDICTORS:
-            raise ValueError(f"a predictor named {name!r} is already registered")
-        PREDICTORS[key] = fn
-        return fn
-
-    return register
-
-
-def get_predictor(name: str) -> Predictor:
-    try:
-        return PREDICTORS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown predictor {name!r}; registered predictors: {sorted(PREDICTORS)}") from None
+PREDICTORS: Registry[Predictor] = Registry("predictor")
+register_predictor = PREDICTORS.register  # ``@register_predictor("name")``
+get_predictor = PREDICTORS.lookup
 
 
 @register_predictor("euler_maruyama")
