@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import os
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
@@ -196,15 +197,17 @@ def _add_train(p):
 
 
 def _run_train(args):
-    from score_sde import checkpoints, train
+    from score_sde import checkpoints, parallel, train
 
+    # Everything is checked before the workdir is created or written to.
     config = args.config
-    workdir = train.check_workdir(args.workdir)
     if config is None:  # resuming: the config saved with the checkpoints
-        config = checkpoints.TrainCheckpoints(workdir).saved_config()
-        if config is None:
+        saved = checkpoints.TrainCheckpoints(args.workdir).saved_config() if os.path.isdir(args.workdir) else None
+        if saved is None:
             raise ConfigError(f"--config is required: {args.workdir} holds no checkpoint to take the config from")
-        config = with_overrides(config, args.config_overrides)
+        config = with_overrides(saved, args.config_overrides)
+    parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
+    workdir = train.check_workdir(args.workdir)
     _log_to_file(workdir)
     train.train(config, workdir)
 

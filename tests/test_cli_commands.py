@@ -28,70 +28,40 @@ def test_every_command_has_help(command, capsys):
     assert out.startswith(f"usage: score-sde {command}")
 
 
-def test_bad_config_key_on_command_line(tmp_path, capsys):
-    status, _, err = run_cli(
-        [
-            "train",
-            "--config",
-            "configs/small/digits.py",
-            "--config.training.batch_sise=8",
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        capsys,
-    )
-    assert status == 1
-    assert "unknown config key 'training.batch_sise'; did you mean training.batch_size" in err
-    assert not (tmp_path / "w").exists()  # nothing started
+DIGITS = ["--config", "configs/small/digits.py"]
 
 
-def test_bad_config_value_on_command_line(tmp_path, capsys):
-    status, _, err = run_cli(
-        [
-            "train",
-            "--config",
-            "configs/small/digits.py",
-            "--config.training.n_iters",
-            "ten",
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        capsys,
-    )
-    assert status == 1 and "bad value 'ten' for config key 'training.n_iters' (int expected)" in err
-
-
-def test_missing_config_file(tmp_path, capsys):
-    status, _, err = run_cli(["train", "--config", "configs/nope.py", "--workdir", str(tmp_path)], capsys)
-    assert status == 1 and "config file not found: configs/nope.py" in err
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            DIGITS + ["--config.training.batch_sise=8"],
+            "unknown config key 'training.batch_sise'; did you mean training.batch_size",
+        ),
+        (
+            DIGITS + ["--config.training.n_iters", "ten"],
+            "bad value 'ten' for config key 'training.n_iters' (int expected)",
+        ),
+        (["--config", "configs/nope.py"], "config file not found: configs/nope.py"),
+        ([], "--config is required"),  # a workdir without checkpoints to resume from
+        (
+            DIGITS + ["--config.training.batch_size=12"],
+            "config.training.batch_size=12 is not divisible by the number of devices (8)",
+        ),
+    ],
+    ids=["config_key", "config_value", "config_file", "no_config", "batch_size"],
+)
+def test_bad_train_arguments(tmp_path, capsys, args, message):
+    """Each bad input fails before anything is written, with a message naming it."""
+    status, _, err = run_cli(["train", *args, "--workdir", str(tmp_path / "w")], capsys)
+    assert status == 1 and message in err
+    assert not (tmp_path / "w").exists()
 
 
 def test_workdir_that_is_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    status, _, err = run_cli(
-        ["train", "--config", "configs/small/digits.py", "--workdir", str(tmp_path / "file")], capsys
-    )
+    status, _, err = run_cli(["train", *DIGITS, "--workdir", str(tmp_path / "file")], capsys)
     assert status == 1 and f"workdir {tmp_path / 'file'} exists and is not a directory" in err
-
-
-def test_resume_without_config_needs_checkpoints(tmp_path, capsys):
-    status, _, err = run_cli(["train", "--workdir", str(tmp_path / "empty")], capsys)
-    assert status == 1 and "--config is required" in err
-
-
-def test_batch_not_divisible_by_devices(tmp_path, capsys):
-    status, _, err = run_cli(
-        [
-            "train",
-            "--config",
-            "configs/small/digits.py",
-            "--config.training.batch_size=12",
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        capsys,
-    )
-    assert status == 1 and "config.training.batch_size=12 is not divisible by the number of devices (8)" in err
 
 
 def test_workdir_of_another_network(tmp_path, capsys):
