@@ -25,11 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store
+
+from score_sde import files
 
 _TREE = "model"
 _CONFIG = "config.json"
@@ -68,17 +71,19 @@ def _write_replicated_arrays_once() -> None:
 
 
 def save_model(directory: str, *, params, params_ema, config: ml_collections.ConfigDict) -> None:
-    """Writes a model checkpoint to ``directory`` (which must not exist yet)."""
+    """Writes a model checkpoint to ``directory`` (which must not exist yet). It is written beside it under
+    a temporary name and renamed when complete: a crash never leaves half a checkpoint under the name."""
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
-    os.makedirs(directory)
     _write_replicated_arrays_once()
+    tmp = f"{directory}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process of the same id that was killed
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, _TREE), {"params": params, "params_ema": params_ema})
+    checkpointer.save(os.path.join(tmp, _TREE), {"params": params, "params_ema": params_ema})
     checkpointer.wait_until_finished()
-    with open(os.path.join(directory, _CONFIG), "w") as f:
-        f.write(config.to_json(indent=2))
+    files.write_text(os.path.join(tmp, _CONFIG), config.to_json(indent=2))
+    os.replace(tmp, directory)
 
 
 def load_model(directory: str):

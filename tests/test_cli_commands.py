@@ -113,6 +113,26 @@ def test_corrupt_model_checkpoint(tmp_path, capsys):
     assert status == 1 and f"model checkpoint {tmp_path / 'ckpt'} is corrupt or incomplete" in err
 
 
+def test_model_checkpoint_appears_only_when_complete(tmp_path, monkeypatch):
+    """A save that fails part-way (here: writing the config, after the parameters) leaves no checkpoint under
+    the name, so nothing half-written is ever read as a model; the same save then succeeds."""
+    w = {"w": np.arange(4, dtype=np.float32)}
+    config = cli.load_config("configs/small/digits.py")
+
+    def fail(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.files, "write_text", fail)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save_model(str(tmp_path / "ckpt"), params=w, params_ema=w, config=config)
+    assert not (tmp_path / "ckpt").exists()
+    monkeypatch.undo()
+    checkpoints.save_model(str(tmp_path / "ckpt"), params=w, params_ema=w, config=config)
+    params, _, saved = checkpoints.load_model(str(tmp_path / "ckpt"))
+    np.testing.assert_array_equal(params["w"], w["w"])
+    assert saved.to_json() == config.to_json()
+
+
 def test_missing_model_checkpoint(tmp_path, capsys):
     status, _, err = run_cli(["likelihood", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path)], capsys)
     assert status == 1 and f"{tmp_path / 'nothing'} is not a model checkpoint" in err
