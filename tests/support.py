@@ -30,14 +30,8 @@ def needs_shared(*relative: str) -> pytest.MarkDecorator:
 
 
 def data_config(dataset: str, image_size: int = 4, num_channels: int = 1, **fields) -> ml_collections.ConfigDict:
-    """The config keys score_sde.data reads, global batch 8, pixels in [0, 1] without dequantisation."""
-    data = dict(
-        dataset=dataset,
-        image_size=image_size,
-        num_channels=num_channels,
-        centered=False,
-        random_flip=False,
-        uniform_dequantization=False,
-        **fields,
-    )
+    """The config keys score_sde.data reads, global batch 8; by default pixels in [0, 1], no flips, no
+    dequantisation (``fields`` override or add config.data entries)."""
+    data = dict(centered=False, random_flip=False, uniform_dequantization=False)
+    data.update(dataset=dataset, image_size=image_size, num_channels=num_channels, **fields)
     return ml_collections.ConfigDict(dict(seed=0, training=dict(batch_size=8), data=data))

@@ -18,6 +18,8 @@ from score_sde.evaluation import images, metrics, stats
 from score_sde.evaluation.features import rebatch
 from score_sde.sde import VPSDE
 
+from support import data_config
+
 SHAPE = (4, 4, 1)  # 16-dimensional "images"
 NUM, BATCH = 40, 16  # 3 shards per setting: 16, 16 and 8 samples
 
@@ -150,25 +152,15 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
 def test_run_compare_from_checkpoint(tmp_path):
     """The command path: a (tiny, untrained) DDPM checkpoint, reference statistics of its dataset's
     training split computed and cached, one setting; a second call finds everything done."""
-    import ml_collections
 
     from score_sde import checkpoints, models
     from score_sde.evaluation import commands
 
     data = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
     np.savez(tmp_path / "data.npz", x_train=data)
-    config = ml_collections.ConfigDict(
+    config = data_config("npz", 8, 1, path=str(tmp_path / "data.npz"), centered=True)
+    config.update(
         {
-            "seed": 0,
-            "data": {
-                "dataset": "npz",
-                "path": str(tmp_path / "data.npz"),
-                "image_size": 8,
-                "num_channels": 1,
-                "centered": True,
-                "random_flip": False,
-                "uniform_dequantization": False,
-            },
             "model": {
                 "name": "ddpm",
                 "normalization": "GroupNorm",

