@@ -77,13 +77,17 @@ def save_model(directory: str, *, params, params_ema, config: ml_collections.Con
     if os.path.exists(directory):
         raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
     _write_replicated_arrays_once()
-    tmp = f"{directory}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process of the same id that was killed
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(tmp, _TREE), {"params": params, "params_ema": params_ema})
-    checkpointer.wait_until_finished()
-    files.write_text(os.path.join(tmp, _CONFIG), config.to_json(indent=2))
-    os.replace(tmp, directory)
+    tmp = f"{directory}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier save that was killed
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(os.path.join(tmp, _TREE), {"params": params, "params_ema": params_ema})
+        checkpointer.wait_until_finished()
+        files.write_text(os.path.join(tmp, _CONFIG), config.to_json(indent=2))
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_model(directory: str):

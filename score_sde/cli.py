@@ -437,7 +437,6 @@ def _overrides(args) -> list[str]:
 
 def _log_to_file(workdir: str) -> None:
     import logging
-    import os
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "score_sde_workdir_log", False)]:

@@ -37,12 +37,10 @@ COMMAND = [
 
 
 def _env(cache_dir):
-    # The three runs compile the same step: share it through JAX's persistent cache, and compile with
-    # LLVM's optimisations off (several times faster to compile, slower to run: right for a few tiny steps).
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    # The three runs compile the same step: share it through JAX's persistent cache (they inherit the
+    # suite's XLA_FLAGS from conftest: 8 devices, LLVM's optimisations off).
     return {
         **os.environ,
-        "XLA_FLAGS": flags,
         "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
