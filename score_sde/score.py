@@ -110,6 +110,20 @@ class _NetworkScore:
         return batch_mul(-1.0 / std, model_fn(x, labels))
 
 
+def data_prediction(score_fn: Callable[[Array, Array], Array], sde: SDE, x: Array, t: Array) -> Array:
+    """Tweedie's denoised estimate x0(x, t) = E[x_0 | x_t = x] = (x + s(t)^2 score(x, t)) / m(t), shaped like x.
+
+    What the data-prediction solvers (DDIM, DPM-Solver++, UniPC, EDM) need, from any parameterisation's score.
+    """
+    mean_coeff, std = sde.marginal_coeffs(t)
+    return batch_mul(1.0 / mean_coeff, x + batch_mul(std**2, score_fn(x, t)))
+
+
+def noise_prediction(score_fn: Callable[[Array, Array], Array], sde: SDE, x: Array, t: Array) -> Array:
+    """The noise estimate eps(x, t) = E[z | x_t = x] = -s(t) score(x, t) for x_t = m x_0 + s z, shaped like x."""
+    return batch_mul(-sde.marginal_coeffs(t)[1], score_fn(x, t))
+
+
 def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> Partial:
     """score_fn(x, t) -> score of the network `model_fn` trained on `sde`; x (B, ...), t (B,) in [0, T].
 

@@ -88,6 +88,12 @@ class SDE(abc.ABC):
                 kwargs[field.name] = type(field.default)(value) if isinstance(field.default, int | float) else value
         return cls(**kwargs)
 
+    def log_snr(self, t: Array) -> Array:
+        """Half log signal-to-noise ratio lambda(t) = log(m(t) / s(t)) (B,), decreasing in t (DPM-Solver's
+        lambda_t; EDM's sigma = s / m = exp(-lambda)). The fast samplers see an SDE through m, s and lambda only."""
+        mean_coeff, std = self.marginal_coeffs(t)
+        return jnp.log(mean_coeff) - jnp.log(std)
+
     def marginal_prob(self, x: Array, t: Array) -> tuple[Array, Array]:
         """Mean m(t) x shaped like x and std s(t) shaped (B,) of p_t(x_t | x_0 = x)."""
         mean_coeff, std = self.marginal_coeffs(t)

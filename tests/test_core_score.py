@@ -147,3 +147,23 @@ def test_bad_arguments():
     wrong = Wrong()
     with pytest.raises(ValueError, match=r"network returned shape \(16, 3\) for input of shape \(16, 2\)"):
         get_model_fn(wrong, wrong.init(jax.random.key(0), X, jnp.ones(16)))(X, jnp.ones(16))
+
+
+@pytest.mark.parametrize("sde", [VESDE(sigma_min=0.01, sigma_max=10.0), VPSDE(), subVPSDE()], ids=["ve", "vp", "subvp"])
+def test_data_and_noise_predictions_are_the_exact_posterior_means(sde):
+    """For Gaussian data N(mu, Sigma), E[x_0 | x_t] = mu + m Sigma C^{-1} (x_t - m mu), C = m^2 Sigma + s^2 I, and
+    E[z | x_t] = s C^{-1} (x_t - m mu): the predictions built from the exact score must equal both."""
+    from score_sde.score import data_prediction, noise_prediction
+
+    mu, cov = np.array([0.5, -1.0]), np.array([[0.3, 0.1], [0.1, 0.2]])
+    gaussian = analytic.GaussianMixture.create([1.0], [mu], [cov])
+    score_fn = analytic.score_fn(gaussian, sde)
+    t = jnp.linspace(0.05, 0.9, 16)
+    m, s = (np.asarray(v, np.float64) for v in sde.marginal_coeffs(t))
+    x = np.asarray(X, np.float64)
+    c = m[:, None, None] ** 2 * cov + s[:, None, None] ** 2 * np.eye(2)
+    whitened = np.linalg.solve(c, (x - m[:, None] * mu)[..., None])[..., 0]
+    x0 = mu + m[:, None] * whitened @ cov
+    np.testing.assert_allclose(data_prediction(score_fn, sde, X, t), x0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(noise_prediction(score_fn, sde, X, t), s[:, None] * whitened, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(sde.log_snr(t), np.log(m / s), rtol=1e-5)
