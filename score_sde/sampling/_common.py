@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from score_sde.sampling.grids import check_grid
 from score_sde.sde import SDE
 
 Array = jax.Array
@@ -39,6 +42,13 @@ def check_eps(eps: float, sde: SDE) -> float:
     if not 0.0 < eps < sde.T:
         raise ValueError(f"eps (the smallest time) must lie in (0, T={sde.T}), got {eps}")
     return eps
+
+
+def grid_array(ts, sde: SDE, x: Array) -> Array:
+    """The time grid ``ts`` as an array of x's dtype, checked (`grids.check_grid`) unless it is traced."""
+    if not isinstance(ts, jax.core.Tracer):
+        ts = check_grid(np.asarray(ts), sde)
+    return jnp.asarray(ts, x.dtype)
 
 
 def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
