@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from score_sde.sampling import adaptive_sde, ddim, edm, ipndm  # noqa: F401  (they register their samplers)
 from score_sde.sampling.correctors import CORRECTORS, get_corrector, register_corrector
 from score_sde.sampling.grids import GRIDS, check_grid, register_grid, time_grid
 from score_sde.sampling.ode import integrate, ode_sampler

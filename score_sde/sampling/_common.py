@@ -44,11 +44,19 @@ def check_eps(eps: float, sde: SDE) -> float:
     return eps
 
 
-def grid_array(ts, sde: SDE, x: Array) -> Array:
-    """The time grid ``ts`` as an array of x's dtype, checked (`grids.check_grid`) unless it is traced."""
+# Fixed-grid samplers take their grid padded to this length (repeating the last time) and loop over the steps
+# it holds: one compiled sampler then serves every number of steps up to GRID_LENGTH - 1.
+GRID_LENGTH = 1025
+
+
+def padded_grid(ts, sde: SDE, x: Array) -> tuple[Array, Array]:
+    """(ts padded to GRID_LENGTH, or to a power of two plus one beyond it, as an array of x's dtype; the number
+    of steps n = len(ts) - 1 as an int32 scalar). ts is checked (`grids.check_grid`) unless it is traced."""
     if not isinstance(ts, jax.core.Tracer):
         ts = check_grid(np.asarray(ts), sde)
-    return jnp.asarray(ts, x.dtype)
+    ts = jnp.asarray(ts, x.dtype)
+    length = max(GRID_LENGTH, 2 ** int(np.ceil(np.log2(ts.shape[0] - 1))) + 1)
+    return jnp.pad(ts, (0, length - ts.shape[0]), mode="edge"), jnp.int32(ts.shape[0] - 1)
 
 
 def check_shape(shape, name: str = "shape") -> tuple[int, ...]:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import Counted, check_eps, constrain, grid_array, in_auto_axes
+from score_sde.sampling._common import Counted, check_eps, constrain, in_auto_axes, padded_grid
 from score_sde.sampling.grids import check_grid
 from score_sde.sampling.predictors import reverse_diffusion
 from score_sde.sampling.samplers import register_sampler, sample
@@ -41,9 +41,10 @@ def check_method(method: str, num_steps: int | None) -> str:
     raise ValueError(f"unknown ODE method {method!r}; choose one of {sorted(ADAPTIVE) + list(FIXED_STEP)}")
 
 
-def fixed_step(f: Callable, y0, ts: Array, method: str):
-    """Euler or Heun (the explicit trapezoidal rule) for dy/dt = f(t, y) on the grid ts (n + 1,), y a pytree.
-    Traceable. Returns (y(ts[-1]), nfe), nfe the evaluations of f as an int32 scalar, counted as they run."""
+def fixed_step(f: Callable, y0, ts: Array, method: str, n=None):
+    """Euler or Heun (the explicit trapezoidal rule) for dy/dt = f(t, y) over the first n steps of the grid ts
+    (default: all), y a pytree. Traceable. Returns (y(ts[n]), nfe), nfe the evaluations of f as an int32
+    scalar, counted as they run."""
     counted = Counted(lambda y, t: f(t, y), "the ODE's vector field")
 
     def step(i, carry):
@@ -58,7 +59,7 @@ def fixed_step(f: Callable, y0, ts: Array, method: str):
             y = jax.tree.map(lambda a, b, c: a + 0.5 * h * (b + c), y, k1, k2)
         return y, nfe + (counted.calls - before)
 
-    return jax.lax.fori_loop(0, ts.shape[0] - 1, step, (y0, jnp.int32(0)))
+    return jax.lax.fori_loop(0, ts.shape[0] - 1 if n is None else n, step, (y0, jnp.int32(0)))
 
 
 def integrate(
@@ -123,10 +124,10 @@ def _probability_flow(solve: Callable, score_fn, sde, x, t_end, key, denoise, sh
     return x, nfe
 
 
-@functools.partial(jax.jit, static_argnums=(2, 5, 6, 7))
-def _fixed(key, score_fn, sde, x, ts, method, denoise, sharding):
-    solve = lambda f, x: fixed_step(f, x, ts, method)  # noqa: E731
-    return _probability_flow(solve, score_fn, sde, x, ts[-1], key, denoise, sharding)
+@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8))
+def _fixed(key, score_fn, sde, x, ts, n, method, denoise, sharding):
+    solve = lambda f, x: fixed_step(f, x, ts, method, n)  # noqa: E731
+    return _probability_flow(solve, score_fn, sde, x, ts[n], key, denoise, sharding)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 4, 5, 6, 7, 8, 9, 10, 11))
@@ -138,8 +139,7 @@ def _adaptive(key, score_fn, sde, x, method, t0, t1, rtol, atol, max_steps, deno
 
 def _register_fixed(method: str, evaluations: int) -> None:
     def fixed(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, denoise: bool = False, sharding=None):
-        ts = grid_array(ts, sde, x)
-        return _fixed(key, as_pytree(score_fn), sde, x, ts, method, bool(denoise), sharding)
+        return _fixed(key, as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), method, bool(denoise), sharding)
 
     fixed.__doc__ = (
         f"{method.capitalize()} on the probability-flow ODE over the grid ts ({evaluations} evaluation(s) per "

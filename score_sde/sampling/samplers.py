@@ -157,6 +157,8 @@ def sample(
     if not isinstance(schedule, str):
         ts = time_grid(schedule, sde)
     elif sampler.adaptive:
+        if steps is not None or nfe is not None:
+            sampler.steps(nfe or steps)  # refused, naming the sampler
         ts = time_grid("uniform", sde, 1, eps)
     elif steps is None and nfe is None:
         raise ValueError(f"sampler {sampler.name!r} needs a number of steps or an NFE budget")
