@@ -30,12 +30,13 @@ Array = jax.Array
 
 
 def _check_churn(s_churn, s_tmin, s_tmax, s_noise) -> tuple[float, float, float, float]:
+    s_churn, s_tmin, s_tmax, s_noise = (float(v) for v in (s_churn, s_tmin, s_tmax, s_noise))
     if s_churn < 0 or s_noise < 0 or s_tmin > s_tmax:
         raise ValueError(
             f"EDM's churn needs S_churn >= 0, S_noise >= 0 and S_tmin <= S_tmax; got S_churn={s_churn}, "
             f"S_tmin={s_tmin}, S_tmax={s_tmax}, S_noise={s_noise}"
         )
-    return float(s_churn), float(s_tmin), float(s_tmax), float(s_noise)
+    return s_churn, s_tmin, s_tmax, s_noise
 
 
 @register_sampler("edm:euler")
