@@ -71,8 +71,10 @@ def get_sampling_fn(
     schedule = str(s.get("schedule", None) or "uniform")
     GRIDS.lookup(schedule, "config.sampling.schedule")
     steps, nfe = s.get("steps", None), s.get("nfe", None)
-    if steps is None and nfe is None:
+    if steps is None and nfe is None and not sampler.adaptive:  # (the official configs' ode_steps: fixed-step only)
         steps = sde.N - 1 if sampler.name == "pc" else s.get("ode_steps", None) if name.startswith("ode:") else None
+    if sampler.adaptive and (steps is not None or nfe is not None):
+        sampler.steps(nfe or steps)  # refused, naming the sampler
     if not sampler.adaptive:
         if steps is None and nfe is None:
             raise ValueError(

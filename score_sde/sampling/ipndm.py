@@ -21,8 +21,9 @@ b_j = int_0^1 L_j(u) du for the Lagrange basis L_j on the previous points u_j = 
 (sigma_{i+1} - sigma_i) (equal to the published ones on a grid uniform in sigma; Zhou et al. 2024 call this
 variant iPNDM-v), and a start whose local error is O(h^order): the first order - 2 steps by Heun (order 3) or
 Kutta's third-order method (order 4), at 1 (order 3) or 4 (order 4) evaluations more in all. Measured at
-40-160 steps: order 3 at 2.7-2.9, order 4 at 3.4-4.0 (approaching from below). At few steps the published
-form is often the more accurate of the two (benchmarks/results/fast_samplers_error_cpu.md).
+40-160 steps: order 3 at 2.7-2.9, order 4 at 3.4-4.0 (approaching from below). Below about 70 NFE the
+published form is the more accurate of the two (benchmarks/results/fast_samplers_cpu.md: its start costs
+evaluations, and its first, large steps are taken at a low order either way).
 """
 
 from __future__ import annotations
