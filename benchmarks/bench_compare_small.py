@@ -14,9 +14,10 @@ The procedure, each stage resuming where it stopped:
    one line per sampler) in --results.
 
 Size: Inception on 2 CPU cores runs at about 1.5 images/s, which dominates: (samplers x budgets x
-num_samples + reference) images. The defaults (64 samples, 4 budgets, 500 reference images) take about an
-hour for 20 samplers. KID is unbiased at any sample size (only noisier at few samples); FID is biased upward
-at such sizes (it is in the CSV for completeness). A tiny run to check the procedure:
+num_samples + reference) images, each setting's samples in one Inception batch (a batch is padded to its
+fixed size, so a larger one would cost as much as its size). The defaults (64 samples, 4 budgets, 500
+reference images) take about an hour for 20 samplers. KID is unbiased at any sample size (only noisier at
+few samples); FID is biased upward at such sizes (it is in the CSV for completeness). A tiny run to check the procedure:
 
     PYTHONPATH=. python benchmarks/bench_compare_small.py --train-override training.n_iters=100 \\
         --num-samples 8 --reference 16 --nfe 5 10 --samplers ddim edm:heun@karras pc@uniform adaptive_sde \\
@@ -76,7 +77,7 @@ def _reference(config_path: str, out: str, count: int) -> str:
     if not os.path.exists(path):
         config = load_config(config_path)
         images = np.concatenate(list(dataset_batches(config, "train", 200)))[:count]
-        stats = compute_stats(InceptionFeatures(None, batch_size=50), [images])
+        stats = compute_stats(InceptionFeatures(None, batch_size=min(count, 100)), [images])
         os.makedirs(out, exist_ok=True)
         files.save_npz(path, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n), features=stats.features)
     return path
@@ -151,7 +152,7 @@ def main():
     _score_sde(
         "compare", "--model", args.workdir, "--out", args.out, "--samplers", *samplers, "--nfe", *args.nfe,
         "--schedule", args.schedule, "--tolerances", args.tolerance, "--num-samples", batch, "--batch-size", batch,
-        "--ref-stats", reference,
+        "--ref-stats", reference, "--fid-batch-size", batch,
     )  # fmt: skip
     with open(os.path.join(args.out, "results.csv")) as f:
         rows = list(csv.DictReader(f))

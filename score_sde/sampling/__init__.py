@@ -18,10 +18,19 @@ from score_sde.sampling.grids import GRIDS, check_grid, register_grid, time_grid
 from score_sde.sampling.ode import integrate, ode_sampler
 from score_sde.sampling.pc import pc_sampler
 from score_sde.sampling.predictors import PREDICTORS, get_predictor, register_predictor
-from score_sde.sampling.samplers import SAMPLERS, Sampler, get_sampler, options_from, register_sampler, sample
+from score_sde.sampling.samplers import (
+    CONFIG_KEYS,
+    SAMPLERS,
+    Sampler,
+    get_sampler,
+    options_from,
+    register_sampler,
+    sample,
+)
 from score_sde.sde import SDE
 
 __all__ = [
+    "CONFIG_KEYS",
     "CORRECTORS",
     "GRIDS",
     "PREDICTORS",
@@ -40,6 +49,7 @@ __all__ = [
     "pc_sampler",
     "register_corrector",
     "register_predictor",
+    "options_from",
     "sample",
 ]
 

@@ -88,7 +88,7 @@ def _adaptive_sde(key, score_fn, sde, x, t_start, t_end, options, sharding):
         z = jax.random.normal(jax.random.fold_in(key, iteration), x.shape, x.dtype)
         k1 = increment(x, t, h, z)
         k2 = increment(constrain(x + k1, sharding), t - h, h, z)
-        x_euler, x_heun = constrain(x + k1, sharding), constrain(x + 0.5 * (k1 + k2), sharding)
+        x_euler, x_heun = x + k1, x + 0.5 * (k1 + k2)
         delta = jnp.maximum(abstol, reltol * jnp.maximum(jnp.abs(x_euler), jnp.abs(x_prev)))
         error = jnp.sqrt(jnp.mean(jnp.square((x_heun - x_euler) / delta).reshape(batch, -1), axis=1))
         accept = error <= 1.0
