@@ -289,6 +289,8 @@ class TorchWorker:
 
 def serve(side: str, args) -> None:
     """The worker loop: one JSON request per stdin line, one reply line on stdout."""
+    # Pinned before either framework starts, so that both size their thread pools to these cores.
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     worker = (JaxWorker if side == "jax" else TorchWorker)(args)
     out = sys.stdout
     sys.stdout = sys.stderr  # anything else printed goes to stderr
@@ -433,7 +435,13 @@ def main():
     )
     p.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="the TorchScript default_1.pt")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="PyTorch's threads (all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="cores of each worker (default all): both are pinned to the first THREADS cores and size their thread "
+        "pools to them; 1 compares the work per core, which other processes on the machine disturb least",
+    )
     p.add_argument("--quick", action="store_true", help="2 reps, Inception at batch 20 only")
     p.add_argument("--tiny", action="store_true", help="CI sizes: tiny widths at 8 x 8 pixels, no Inception")
     p.add_argument("--out", help="also write the table (markdown) to this file")
@@ -466,7 +474,7 @@ def main():
             workers.append(Worker("torch", args))
         torch_note = (
             f"official PyTorch port {os.path.abspath(args.pytorch)} at {PORT_COMMIT[:12]} (its CPU paths), torch "
-            f"on {args.threads} threads"
+            f"on {args.threads} threads; each worker pinned to {args.threads} core(s)"
             if args.pytorch
             else "PyTorch port: not given (--pytorch), score_sde only"
         )
