@@ -44,19 +44,20 @@ def check_eps(eps: float, sde: SDE) -> float:
     return eps
 
 
-# Fixed-grid samplers take their grid padded to this length (repeating the last time) and loop over the steps
-# it holds: one compiled sampler then serves every number of steps up to GRID_LENGTH - 1.
-GRID_LENGTH = 1025
+def padded(values, fill) -> np.ndarray:
+    """values (n,) padded with `fill` to max(256, the next power of two): the compiled samplers take the grid and
+    the per-step tables at this length and loop over their first n entries, so that grids of up to 256 steps (a
+    comparison at several NFE) share one compilation."""
+    values = np.asarray(values)
+    length = max(256, 1 << (len(values) - 1).bit_length())
+    return np.concatenate([values, np.full(length - len(values), fill, values.dtype)])
 
 
-def padded_grid(ts, sde: SDE, x: Array) -> tuple[Array, Array]:
-    """(ts padded to GRID_LENGTH, or to a power of two plus one beyond it, as an array of x's dtype; the number
-    of steps n = len(ts) - 1 as an int32 scalar). ts is checked (`grids.check_grid`) unless it is traced."""
-    if not isinstance(ts, jax.core.Tracer):
-        ts = check_grid(np.asarray(ts), sde)
-    ts = jnp.asarray(ts, x.dtype)
-    length = max(GRID_LENGTH, 2 ** int(np.ceil(np.log2(ts.shape[0] - 1))) + 1)
-    return jnp.pad(ts, (0, length - ts.shape[0]), mode="edge"), jnp.int32(ts.shape[0] - 1)
+def padded_grid(ts, sde: SDE, x: Array) -> tuple[Array, int]:
+    """The time grid ``ts``, checked (`grids.check_grid`), padded with its last time (`padded`) as an array of
+    x's dtype, and its number of intervals n."""
+    ts = check_grid(ts, sde)
+    return jnp.asarray(padded(ts, ts[-1]), x.dtype), len(ts) - 1
 
 
 def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
