@@ -17,7 +17,7 @@ from test_core_samplers import _call_counter
 
 from score_sde import analytic
 from score_sde.config import load_config, with_overrides
-from score_sde.sampling import get_sampler, get_sampling_fn, sample, time_grid
+from score_sde.sampling import CORRECTORS, PREDICTORS, get_sampler, get_sampling_fn, pc_sampler, sample, time_grid
 from score_sde.sde import SDE, VESDE, VPSDE, subVPSDE
 
 from support import convergence_order
@@ -228,6 +228,16 @@ def test_nfe_budget_and_count(name, options, budget, expected):
     jax.effects_barrier()
     assert int(nfe) == calls[0] == expected <= budget
     assert sampler.steps(budget + 4, **options) > steps  # a larger budget buys more steps
+
+
+def test_pc_takes_predictor_and_corrector_functions():
+    """pc_sampler (and the "pc" sampler) take a predictor or corrector as a function as well as by name."""
+    score_fn = analytic.score_fn(MIXTURE, NFE_SDE)
+    named = pc_sampler(jax.random.key(0), score_fn, NFE_SDE, (8, 2), predictor="euler_maruyama", corrector="ald")
+    functions = dict(predictor=PREDICTORS["euler_maruyama"], corrector=CORRECTORS["ald"])
+    given = pc_sampler(jax.random.key(0), score_fn, NFE_SDE, (8, 2), **functions)
+    np.testing.assert_array_equal(named[0], given[0])
+    assert int(named[1]) == int(given[1]) == 20 + 19
 
 
 def test_adaptive_nfe_is_counted():
