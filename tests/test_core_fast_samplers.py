@@ -35,10 +35,10 @@ STEPS = (40, 80, 160)
 ORDERS = [
     ("ode:euler", {}, "uniform", 0.85, 1.15),  # 0.97 / 0.97 / 0.98
     ("ode:heun", {}, "uniform", 1.8, 2.2),  # 2.06 / 1.98 / 2.00
-    ("ddim", {}, "logsnr", 0.85, 1.15),  # 1.01 / 1.02 / 1.01
+    ("ddim", {}, "logsnr", 0.85, 1.15),  # 1.01 / 1.02 / 1.03
     ("edm:euler", {}, "karras", 0.85, 1.15),  # 1.00 / 1.00 / 1.00
-    ("edm:heun", {}, "karras", 1.8, 2.2),  # 2.04 / 2.07 / 2.05
-    ("ipndm", {"order": 2}, "karras", 1.8, 2.2),  # 1.97 / 1.95 / 1.96
+    ("edm:heun", {}, "karras", 1.8, 2.2),  # 2.04 / 2.07 / 2.08
+    ("ipndm", {"order": 2}, "karras", 1.8, 2.2),  # 2.01 / 2.02 / 2.02
     ("ipndm_v", {"order": 3}, "karras", 2.6, 3.3),  # 2.88 / 2.79 / 2.75
     ("ipndm_v", {"order": 4}, "karras", 3.4, 4.3),  # 3.97 / 3.66 / 3.60
     # The published iPNDM of orders 3 and 4 converges at order 2 at most (its Euler first step and its
