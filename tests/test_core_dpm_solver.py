@@ -166,8 +166,10 @@ def test_first_order_solvers_are_ddim(sde_name):
             ddim = ddim_step(ddim, t, t_next)
         first = dpm_solver(None, score_fn, sde, x, ts, order=1)[0]
         first_pp = dpm_solver_pp(None, score_fn, sde, x, ts, order=1)[0]
+        registered_ddim = get_sampler("ddim").fn(jax.random.key(3), score_fn, sde, x, ts, eta=0.0)[0]
         np.testing.assert_allclose(first, ddim, rtol=0, atol=1e-10)
         np.testing.assert_allclose(first_pp, ddim, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(registered_ddim, ddim, rtol=0, atol=1e-10)
 
 
 POINT_MASS_SOLVERS = [
