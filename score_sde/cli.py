@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from score_sde.config import ConfigError, load_config, with_overrides
@@ -66,6 +67,8 @@ def _add_train(p):
 
 
 def _run_train(args):
+    import jax
+
     from score_sde import checkpoints, parallel, train
 
     # Everything is checked before the workdir is created or written to.
@@ -77,7 +80,8 @@ def _run_train(args):
         config = with_overrides(saved, args.config_overrides)
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     workdir = train.check_workdir(args.workdir)
-    _log_to_file(workdir)
+    if jax.process_index() == 0:  # one log for the job; the other processes' messages go to their stderr
+        _log_to_file(workdir)
     train.train(config, workdir)
 
 
@@ -394,6 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-processes", type=int, help="with --multihost: number of processes")
     parser.add_argument("--process-id", type=int, help="with --multihost: this process' index")
     parser.add_argument(
+        "--initialization-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="with --multihost: how long to wait for every process to join (default 300)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=100,
+        metavar="SECONDS",
+        help="with --multihost: after how long without news a process counts as dead, which stops the others "
+        "(default 100)",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="on an error, show the full traceback instead of one line"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -428,13 +447,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.config_overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    from score_sde import checkpoints, train
+    import jax
 
+    from score_sde import checkpoints, parallel, train
+
+    known = (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS
     try:
         if args.multihost:
-            from score_sde import parallel
-
-            parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+            parallel.initialize_distributed(
+                args.coordinator_address,
+                args.num_processes,
+                args.process_id,
+                initialization_timeout=args.initialization_timeout,
+                heartbeat_timeout=args.heartbeat_timeout,
+            )
+            parallel.stop_with_peers(
+                lambda process, message: print(
+                    f"score-sde {args.command}: error in process {process}: {message}", file=sys.stderr, flush=True
+                )
+            )
         command = args.command_spec
         config_file = getattr(args, "config_file", None)
         if command.takes_config and config_file is not None:
@@ -442,8 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.config = None
         return command.run(args) or 0
-    except (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS as e:
-        if args.traceback:
+    except BaseException as e:
+        several = args.multihost and jax.distributed.is_initialized()
+        if isinstance(e, known) and not args.traceback:
+            print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
+        elif several:
+            traceback.print_exc()
+        else:
             raise
-        print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
+        if several:  # the other processes stop too, with this message, instead of waiting for this one
+            parallel.fail(str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}")
         return 1
