@@ -119,7 +119,7 @@ def load_model(directory: str):
     try:
         tree = _restore_on_host(tree_dir)
         if is_training_step:
-            config = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(config_path)
+            config = _read_json(config_path)
         else:
             with open(config_path) as f:
                 config = json.load(f)
@@ -128,12 +128,26 @@ def load_model(directory: str):
     return tree["params"], tree["params_ema"], ml_collections.ConfigDict(config)
 
 
+# Reads go through orbax's handlers, not its Checkpointer, whose restore ends with a barrier of all processes:
+# when one process fails to read a step, the others must not be left waiting at that barrier while the
+# first tries another step (the processes agree on each step instead, see `TrainCheckpoints.restore_latest`).
+
+
 def _restore_on_host(path: str):
     """The pytree of arrays at ``path`` as numpy arrays. Without a target, orbax would restore each array
     with the sharding it was saved with, which fails on other devices ("Topology mismatch")."""
     handler = ocp.PyTreeCheckpointHandler()
     host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), handler.metadata(epath.Path(path)).tree)
-    return ocp.Checkpointer(handler).restore(path, args=ocp.args.PyTreeRestore(restore_args=host))
+    return handler.restore(epath.Path(path), args=ocp.args.PyTreeRestore(restore_args=host))
+
+
+def _restore(path: str, target):
+    """The pytree at ``path`` in the structure, shapes, dtypes and shardings of ``target``."""
+    return ocp.StandardCheckpointHandler().restore(epath.Path(path), args=ocp.args.StandardRestore(target))
+
+
+def _read_json(path: str):
+    return ocp.JsonCheckpointHandler().restore(epath.Path(path))
 
 
 def _short(e: Exception) -> str:
@@ -191,15 +205,10 @@ class TrainCheckpoints:
         for step, kind in steps:
             path, problem = self.path(step, kind), None
             try:
-                restored = self.managers[kind].restore(
-                    step,
-                    args=ocp.args.Composite(
-                        model=ocp.args.StandardRestore({k: abstract_state[k] for k in ("params", "params_ema")}),
-                        train=ocp.args.StandardRestore({"step": 0, "opt_state": abstract_state["opt_state"]}),
-                    ),
-                )
-                if int(restored.train["step"]) != step:
-                    problem = f"skipping checkpoint {path}: it holds step {restored.train['step']}"
+                model = _restore(os.path.join(path, "model"), {k: abstract_state[k] for k in ("params", "params_ema")})
+                train = _restore(os.path.join(path, "train"), {"step": 0, "opt_state": abstract_state["opt_state"]})
+                if int(train["step"]) != step:
+                    problem = f"skipping checkpoint {path}: it holds step {train['step']}"
             except Exception as e:  # corrupt or incomplete: fall back to the previous one
                 problem = f"skipping unreadable checkpoint {path}: {_short(e)}"
             # Used only if every process can read it: processes resuming from different steps would train
@@ -207,7 +216,7 @@ class TrainCheckpoints:
             if not parallel.all_agree(problem is None):
                 log.warning("%s", problem or f"skipping checkpoint {path}: another process cannot read it")
                 continue
-            return step, {**restored.model, "opt_state": restored.train["opt_state"]}
+            return step, {**model, "opt_state": train["opt_state"]}
         if steps:
             raise CheckpointError(
                 f"no checkpoint in {self.workdir} can be read (tried steps "
@@ -232,20 +241,21 @@ class TrainCheckpoints:
         """The config of the newest checkpoint that has one, or None."""
         for step, kind in self.steps():
             try:
-                return ml_collections.ConfigDict(
-                    ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(self.path(step, kind), "config"))
-                )
+                return ml_collections.ConfigDict(_read_json(os.path.join(self.path(step, kind), "config")))
             except Exception:  # an unreadable step: the next one may do
                 continue
         return None
 
     def load_latest_model(self):
         """``(params, params_ema, config)`` of the newest readable checkpoint, as `load_model`."""
-        for step, kind in self.steps():
+        for step, kind in self._agreed(self.steps()):
             try:
-                return load_model(self.path(step, kind))
+                loaded, problem = load_model(self.path(step, kind)), None
             except CheckpointError as e:
-                log.warning("skipping %s", e)
+                problem = f"skipping {e}"
+            if parallel.all_agree(problem is None):  # every process samples or evaluates the same step
+                return loaded
+            log.warning("%s", problem or f"skipping {self.path(step, kind)}: another process cannot read it")
         raise CheckpointError(f"no readable checkpoint in {self.workdir}")
 
     def path(self, step: int, kind: str) -> str:

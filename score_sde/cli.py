@@ -446,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(rest)
     args.config_overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Also when logging was configured before (absl does it on its first message, e.g. importing orbax).
+    logging.getLogger("score_sde").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     import jax
 
@@ -475,12 +477,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(args) or 0
     except BaseException as e:
         several = args.multihost and jax.distributed.is_initialized()
-        if isinstance(e, known) and not args.traceback:
-            print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
-        elif several:
-            traceback.print_exc()
-        else:
+        message = str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}"
+        if not several and (args.traceback or not isinstance(e, known)):
             raise
+        if args.traceback or not isinstance(e, known):
+            traceback.print_exc()
+        print(f"score-sde {args.command}: error: {message}", file=sys.stderr)
         if several:  # the other processes stop too, with this message, instead of waiting for this one
-            parallel.fail(str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}")
+            parallel.fail(message)
         return 1

@@ -20,8 +20,8 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# How long a process waits for a peer that stopped responding (jax.distributed's heartbeat timeout), and for
-# the others to start: short, so that a test of a dead peer ends in seconds.
+# After how long without a heartbeat a process counts as dead and the others stop (jax.distributed's heartbeat
+# timeout): short, so that a test of a dead peer ends in seconds.
 HEARTBEAT_TIMEOUT = 10
 
 
@@ -79,8 +79,11 @@ class Job:
     def check(self, timeout: float = 600) -> list[str]:
         """The stderr of each process; fails naming the process and its stderr when one exits non-zero."""
         results = self.wait(timeout)
-        for i, (code, err) in enumerate(results):
-            assert code == 0, f"process {i} of {' '.join(self.argv)} exited with {code}:\n{err[-3000:]}"
+        if any(code != 0 for code, _ in results):
+            report = "".join(
+                f"\n--- process {i} exited with {code}:\n{err[-3000:]}" for i, (code, err) in enumerate(results)
+            )
+            raise AssertionError(f"{' '.join(self.argv)}{report}")
         return [err for _, err in results]
 
     def output(self, process: int) -> str:
@@ -101,13 +104,15 @@ class Job:
 PROGRAM = (os.path.join(REPO, "tests", "multihost_main.py"),)  # score-sde with the tests' network and hooks
 
 
-def command(args, *, processes: int, process_id: int, port: int | None, program=PROGRAM) -> list[str]:
+def command(
+    args, *, processes: int, process_id: int, port: int | None, program=PROGRAM, heartbeat_timeout=HEARTBEAT_TIMEOUT
+) -> list[str]:
     """The command line of process ``process_id``: ``program`` (a module or script taking the score-sde
     arguments) with the multi-host options when there are several processes."""
     argv = [sys.executable, *program]
     if processes > 1:
         argv += ["--multihost", f"--coordinator-address=localhost:{port}", f"--num-processes={processes}"]
-        argv += [f"--process-id={process_id}", f"--heartbeat-timeout={HEARTBEAT_TIMEOUT}"]
+        argv += [f"--process-id={process_id}", f"--heartbeat-timeout={heartbeat_timeout}"]
     return argv + [str(a) for a in args]
 
 
@@ -129,7 +134,20 @@ def start(args, *, processes: int = 2, devices: int = 2, cache_dir=None, program
         )
         for i in range(processes)
     ]
-    return Job(procs, stderr, stdout, [str(a) for a in args])
+    job = Job(procs, stderr, stdout, [str(a) for a in args])
+    _started.append(job)
+    return job
+
+
+_started: list[Job] = []
+
+
+def kill_all() -> None:
+    """kill -9 of every process `start` started that still runs (after a test that failed half-way)."""
+    while _started:
+        job = _started.pop()
+        job.kill()
+        job.wait()
 
 
 def probe_source():

@@ -116,16 +116,16 @@ def _fail(kind: str, step: int) -> None:
 
         data.train_batches = failing
     elif kind == "restore":
-        import orbax.checkpoint as ocp
+        from score_sde import checkpoints
 
-        restore = ocp.CheckpointManager.restore
+        restore = checkpoints._restore
 
-        def failing_restore(self, at, *args, **kwargs):
-            if at == step and jax.process_index() == 1:
-                raise ValueError(f"injected: checkpoint of step {step} unreadable on process 1")
-            return restore(self, at, *args, **kwargs)
+        def failing_restore(path, target):
+            if os.path.basename(os.path.dirname(path)) == str(step) and jax.process_index() == 1:
+                raise ValueError(f"injected: {path} unreadable on process 1")
+            return restore(path, target)
 
-        ocp.CheckpointManager.restore = failing_restore
+        checkpoints._restore = failing_restore
     else:
         raise ValueError(f"SCORE_SDE_TEST_FAIL: unknown kind {kind!r}")
 

@@ -8,6 +8,8 @@ one training of each kind (module-scoped fixtures) and JAX's persistent compilat
 
 import json
 import os
+import re
+import time
 
 import jax
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 from score_sde import checkpoints, data
 from score_sde.evaluation import stats as stats_lib
 
-from multihost import probe_config, probe_index, probe_source, start
+from multihost import HEARTBEAT_TIMEOUT, kill_all, probe_config, probe_index, probe_source, start
 
 pytestmark = pytest.mark.heavy
 
@@ -37,6 +39,12 @@ TRAIN = [
     "--config.training.snapshot_sampling=true",
     "--config.optim.warmup=0",  # full steps from the first: the parameters move by ~lr = 2e-3 per step
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    yield
+    kill_all()
 
 
 def journal(path) -> dict:
@@ -228,3 +236,64 @@ def test_every_row_of_every_batch_is_read_once(root):
         assert sorted(whole[whole >= 0]) == list(range(40))
     local = np.concatenate([g["test_local"].ravel() for g in got])
     assert sorted(local[local >= 0]) == list(range(40))
+
+
+def wait_for_step(workdir, step: int, job) -> int:
+    """Waits until ``workdir``'s metrics show ``step`` (while every process of ``job`` runs); returns the last
+    step logged."""
+    while (logged := max(metrics(workdir) if os.path.exists(workdir / "metrics.jsonl") else {}, default=0)) < step:
+        assert None in job.poll() and all(code is None for code in job.poll()), job.wait()
+        time.sleep(0.05)
+    return logged
+
+
+def test_kill_9_of_one_then_of_both_resumes_to_the_same_result(trained):
+    """A 2-process run (each step waiting 0.3 s for its batch, to be killed in the middle): kill -9 of process 1
+    after step 3 stops process 0 by itself, non-zero, within the heartbeat timeout, naming process 1 (no hang);
+    restarted, then kill -9 of both after step 8; restarted with the newest checkpoint unreadable by process 1
+    (injected), both processes skip it for the previous one. The run ends with the losses, parameters and
+    EMA of the uninterrupted 2-process run, bit for bit (same devices, same compiled code)."""
+    root = trained
+    work = root / "killed"
+    args, slow = [*TRAIN, "--workdir", work], {"SCORE_SDE_TEST_STEP_SECONDS": "0.3"}
+    job = start(args, processes=2, devices=2, cache_dir=root / "jax_cache", env=slow)
+    wait_for_step(work, 3, job)
+    job.kill(1)
+    killed = time.monotonic()
+    (code, err), _ = job.wait(timeout=120)
+    assert code != 0 and time.monotonic() - killed < HEARTBEAT_TIMEOUT + 30, err[-2000:]
+    # jax.distributed's coordination service names the missing process.
+    assert re.search(r"tasks are unhealthy \(stopped sending heartbeats\):\s+1\s", err), err[-2000:]
+
+    job = start(args, processes=2, devices=2, cache_dir=root / "jax_cache", env=slow)
+    killed_at = wait_for_step(work, 8, job)
+    job.kill()
+    job.wait()
+    assert killed_at < N_ITERS, "the run ended before the kill"
+    (newest, _), (previous, _) = checkpoints.TrainCheckpoints(str(work)).steps()[:2]
+
+    errs = start(
+        args, processes=2, devices=2, cache_dir=root / "jax_cache", env={"SCORE_SDE_TEST_FAIL": f"restore:{newest}"}
+    ).check()
+    assert f"skipping checkpoint {work}/" in errs[0] and "another process cannot read it" in errs[0]
+    for err in errs:
+        assert f"resuming from step {previous} " in err
+    for key in ("loss", "grad_norm", "eval_loss"):
+        assert metrics(work, key) == metrics(root / "two", key), key
+    want = checkpoints.load_model(str(root / "two"))[:2]
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(checkpoints.load_model(str(work))[:2])):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_a_failing_process_stops_all_with_its_error(root):
+    """Process 1 cannot read its batch of step 3 (an injected OSError): both processes exit with status 1 and
+    its message, process 0 naming process 1, in seconds, not after a heartbeat or barrier timeout, although
+    process 0 was waiting for process 1 in a collective."""
+    began = time.monotonic()
+    job = start([*TRAIN, "--workdir", root / "failing"], processes=2, devices=2, env={"SCORE_SDE_TEST_FAIL": "data:3"})
+    (code0, err0), (code1, err1) = job.wait(timeout=120)
+    assert code0 == code1 == 1, (err0[-2000:], err1[-2000:])
+    assert "score-sde train: error: OSError: injected read error in the batch of step 3" in err1
+    assert "score-sde train: error in process 1: OSError: injected read error in the batch of step 3" in err0
+    ended = time.monotonic() - began
+    assert "heartbeat" not in err0 and ended < 60, ended
