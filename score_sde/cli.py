@@ -48,13 +48,16 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 class Command:
     """A sub-command: ``add_arguments(parser)`` declares its arguments, ``run(args)`` does the work and
     returns an exit status (None for 0). With ``takes_config``, ``args.config`` is the loaded ConfigDict
-    (``--config FILE`` plus the ``--config.*`` overrides), or None when no --config was given."""
+    (``--config FILE`` plus the ``--config.*`` overrides), or None when no --config was given.
+    ``overrides`` says, in its --help, which config the ``--config.*`` overrides change (e.g. "the config
+    saved with the model"); empty for a command that takes none."""
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
     takes_config: bool = False
+    overrides: str = ""
 
 
 def _add_train(p):
@@ -183,7 +186,8 @@ def _add_convert(p):
         "--format",
         choices=("auto", "flax", "torch"),
         default="auto",
-        help="checkpoint format (default auto: torch for .pth/.pt files and zip archives, flax otherwise)",
+        help="checkpoint format (default auto: torch for .pth/.pt files and files in a PyTorch format, zip or "
+        "legacy, flax otherwise)",
     )
 
 
@@ -321,6 +325,8 @@ def _log_to_file(workdir: str) -> None:
     root.addHandler(handler)
 
 
+SAVED = "the config saved with the model, e.g. --config.sampling.method=ode --config.eval.batch_size=256"
+
 COMMANDS: list[Command] = [
     Command(
         "train",
@@ -328,14 +334,23 @@ COMMANDS: list[Command] = [
         _add_train,
         _run_train,
         takes_config=True,
+        overrides="the --config file (resuming without --config: the config saved in the workdir), e.g. "
+        "--config.training.batch_size=64",
     ),
-    Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval),
-    Command("sample", "draw samples with the config's sampler, written in resumable shards", _add_sample, _run_sample),
+    Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval, overrides=SAVED),
+    Command(
+        "sample",
+        "draw samples with the config's sampler, written in resumable shards",
+        _add_sample,
+        _run_sample,
+        overrides=SAVED,
+    ),
     Command(
         "likelihood",
         "bits/dim through the probability-flow ODE on the train or test split",
         _add_likelihood,
         _run_likelihood,
+        overrides=SAVED,
     ),
     Command(
         "quickstart",
@@ -343,6 +358,7 @@ COMMANDS: list[Command] = [
         "samplers and print its bits/dim (a few minutes on a laptop CPU)",
         _add_quickstart,
         _run_quickstart,
+        overrides="the quickstart's config (configs/small/digits.py), e.g. --config.training.n_iters=500",
     ),
     Command(
         "convert",
@@ -351,6 +367,7 @@ COMMANDS: list[Command] = [
         _add_convert,
         _run_convert,
         takes_config=True,
+        overrides="the --config file, which must describe the checkpoint's network, e.g. --config.model.nf=64",
     ),
     Command(
         "convert-inception",
@@ -366,6 +383,7 @@ COMMANDS: list[Command] = [
         _add_fid_stats,
         _run_fid_stats,
         takes_config=True,
+        overrides="the --config file, whose config.data names the dataset, e.g. --config.data.tfds_data_dir=DIR",
     ),
     Command(
         "fid",
@@ -379,6 +397,7 @@ COMMANDS: list[Command] = [
         "FID and KID against NFE for a grid of samplers and step counts: CSV, plot, sample grids; resumable",
         _add_compare,
         _run_compare,
+        overrides=SAVED,
     ),
 ]
 
@@ -387,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="score-sde",
         description="Score-based generative modeling through SDEs (Song et al., 2021), in JAX.",
-        epilog="Every command accepts --config.<group>.<field>=<value> to override one field of the config.",
+        epilog="Every command that reads a config takes --config.<group>.<field>=<value> to override one of its "
+        "fields (see the command's --help).",
     )
     parser.add_argument(
         "--multihost",
@@ -417,7 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        epilog = None
+        if command.overrides:
+            epilog = (
+                "--config.<group>.<field>=<value> (or --config.<group>.<field> <value>) overrides a field of "
+                f"{command.overrides}; the value is checked against the field's type."
+            )
+        p = sub.add_parser(command.name, help=command.help, description=command.help, epilog=epilog)
         if command.takes_config:
             p.add_argument(
                 "--config",
@@ -444,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     args = parser.parse_args(rest)
+    if overrides and not args.command_spec.overrides:
+        parser.error(f"{args.command} takes no --config.* overrides (it reads no config), got --config.{overrides[0]}")
     args.config_overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Also when logging was configured before (absl does it on its first message, e.g. importing orbax).
