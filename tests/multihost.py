@@ -43,12 +43,10 @@ def environment(devices: int, cache_dir=None) -> dict:
         "PYTHONPATH": os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])]),
         "PYTHONUNBUFFERED": "1",
     }
+    # The command line's compilation cache (off without cache_dir: nothing written to the user's cache).
+    env["SCORE_SDE_COMPILATION_CACHE"] = "none" if cache_dir is None else str(cache_dir)
     if cache_dir is not None:
-        env.update(
-            JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        )
+        env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env
 
 

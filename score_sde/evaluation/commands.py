@@ -66,15 +66,17 @@ def run_fid_stats(
     split: str = "train",
     weights: str | None = None,
     fid_batch_size: int = 200,
+    resize: str = "tf1",
 ) -> stats_lib.FeatureStats:
     """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
     image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
     of images or of .npz/.npy shards, or one .npz/.npy), written to OUT (.npz + .json record). An
     existing OUT made the same way (data, split, weights, preprocessing) is reused; one made
-    differently is an error, never overwritten."""
+    differently is an error, never overwritten. ``resize``: the resize convention before the Inception
+    (`inception.RESIZES`: "tf1", the default, "pytorch-fid" or "clean-fid"), recorded with the statistics."""
     if (images is None) == (config is None):
         raise ValueError("fid-stats needs exactly one of --images PATH or --config CONFIG")
-    extractor = InceptionFeatures(weights, batch_size=fid_batch_size)
+    extractor = InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
     if images is not None:
         record = stats_lib.make_record(extractor, f"path:{os.path.abspath(images)}", "all")
         batches = lambda: images_lib.iter_batches(images, fid_batch_size)  # noqa: E731
@@ -116,16 +118,18 @@ def run_fid(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    resize: str = "tf1",
 ) -> dict:
     """``fid A B``: FID and KID between two image sets, each a statistics file (from fid-stats, or
     pytorch-fid / official score_sde .npz) or images (folder, .npz, .npy); the Inception Score of A
     when A is images and the weights have logits. Returns ``{"fid", "kid", "inception_score",
-    "n_a", "n_b"}`` (None where a metric cannot be computed)."""
+    "n_a", "n_b"}`` (None where a metric cannot be computed). ``resize``: the resize convention of the images'
+    features (see `run_fid_stats`); statistics made with another one are refused."""
     extractor = None
 
     def extractor_factory():
         nonlocal extractor
-        extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)
+        extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
         return extractor
 
     stats_a, rec_a = _stats_of(a, extractor_factory, fid_batch_size)
@@ -166,6 +170,7 @@ def run_compare(
     fid_batch_size: int = 200,
     overrides: list[str] = (),
     extractor=None,
+    resize: str = "tf1",
 ) -> list[dict]:
     """``compare CHECKPOINT OUT --samplers ... --steps ...``: for a model checkpoint, every sampler at
     every step count (adaptive ODE methods at every tolerance) -> ``num_samples`` samples each, FID and
@@ -174,7 +179,7 @@ def run_compare(
     default ``OUT/reference_train.npz``) from the training split of the checkpoint's dataset. A killed
     run, restarted with the same arguments, resumes where it stopped. ``overrides``: "a.b=value" for
     the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
-    ``extractor`` replaces the Inception network (tests)."""
+    ``extractor`` replaces the Inception network (tests); ``resize``: its resize convention (see `run_fid_stats`)."""
     from score_sde import checkpoints, data, models, parallel
     from score_sde import sde as sde_lib
     from score_sde.config import with_overrides
@@ -193,7 +198,7 @@ def run_compare(
     sde = sde_lib.get_sde(config)
     settings = compare_lib.grid(samplers, steps, tolerances)
 
-    extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)
+    extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
     ref_stats = ref_stats or os.path.join(out, "reference_train.npz")
     if stats_lib.is_stats_file(ref_stats) and not os.path.exists(ref_stats + ".json"):
         reference = stats_lib.load_stats(ref_stats)[0]  # foreign statistics: used as given

@@ -2,6 +2,7 @@
 
     x, nfe = pc_sampler(key, score_fn, sde, shape, predictor="reverse_diffusion", corrector="langevin")
     x, nfe = ode_sampler(key, score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5)
+    x, nfe = get_sampler("dpm_solver++:3m").fn(key, score_fn, sde, x_T, time_grid("logsnr", sde, 10))
     sampling_fn = get_sampling_fn(config, sde, shape, inverse_scaler, eps); x, nfe = sampling_fn(key, score_fn)
 
 New predictors and correctors register by name (see predictors.py and correctors.py).
@@ -12,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from score_sde.sampling.correctors import CORRECTORS, get_corrector, register_corrector
+from score_sde.sampling.dpm_solver import dpm_solver, dpm_solver_pp, dpm_solver_pp_sde
 from score_sde.sampling.grids import GRIDS, check_grid, register_grid, time_grid
 from score_sde.sampling.ode import integrate, ode_sampler
 from score_sde.sampling.pc import pc_sampler
 from score_sde.sampling.predictors import PREDICTORS, get_predictor, register_predictor
 from score_sde.sampling.samplers import SAMPLERS, Sampler, get_sampler, register_sampler
+from score_sde.sampling.unipc import unipc
 from score_sde.sde import SDE
 
 __all__ = [
@@ -26,6 +29,9 @@ __all__ = [
     "SAMPLERS",
     "Sampler",
     "check_grid",
+    "dpm_solver",
+    "dpm_solver_pp",
+    "dpm_solver_pp_sde",
     "get_sampler",
     "register_grid",
     "register_sampler",
@@ -38,6 +44,7 @@ __all__ = [
     "pc_sampler",
     "register_corrector",
     "register_predictor",
+    "unipc",
 ]
 
 
