@@ -79,7 +79,7 @@ def _fake_features() -> None:
     meta = {"source": "fake", "source_sha256": "0" * 64, "sha256": "0" * 64, "has_logits": False}
     weights.load = lambda path=None: ({"w": np.random.default_rng(0).standard_normal((8 * 8, 16), np.float32)}, meta)
 
-    def compiled(has_logits, devices):
+    def compiled(has_logits, devices, *resize):  # the fake does not resize
         mesh = jax.make_mesh((len(devices),), ("batch",), devices=devices)
         rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

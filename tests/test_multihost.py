@@ -18,7 +18,7 @@ import pytest
 from score_sde import checkpoints, data
 from score_sde.evaluation import stats as stats_lib
 
-from multihost import HEARTBEAT_TIMEOUT, kill_all, probe_config, probe_index, probe_source, start
+from multihost import kill_all, probe_config, probe_index, probe_source, start
 
 pytestmark = pytest.mark.heavy
 
@@ -78,10 +78,12 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(root):
-    """The same training in 1 process of 4 devices (workdir one) and in 2 processes of 2 (workdir two)."""
+    """The same training in 1 process of 4 devices (workdir one) and in 2 processes of 2 (workdir two). The
+    second fills a compilation cache for the restarts of the same job (jobs running at the same time never share
+    one: JAX writes an entry in place, where another process may read it half-written)."""
     cache = root / "jax_cache"
     jobs = [
-        start([*TRAIN, "--workdir", root / "one"], processes=1, devices=4, cache_dir=cache, env=journal(root / "j1")),
+        start([*TRAIN, "--workdir", root / "one"], processes=1, devices=4, env=journal(root / "j1")),
         start([*TRAIN, "--workdir", root / "two"], processes=2, devices=2, cache_dir=cache, env=journal(root / "j2")),
     ]
     for job in jobs:
@@ -133,7 +135,7 @@ SAMPLE = ["sample", "--num-samples", "20", "--batch-size", "8"]  # shards of 8, 
 def sampled(trained):
     """Samples of the 2-process run's model: by 2 processes of 2 devices, by 1 process of 4 (the same 4-way
     split of each batch), and by 1 process of 1 device; and of the 1-process run's model on 1 device."""
-    root, cache = trained, trained / "jax_cache"
+    root = trained
     runs = {
         "s22": dict(model="two", processes=2, devices=2),
         "s14": dict(model="two", processes=1, devices=4),
@@ -145,7 +147,6 @@ def sampled(trained):
             [*SAMPLE, "--model", root / r["model"], "--out", root / name],
             processes=r["processes"],
             devices=r["devices"],
-            cache_dir=cache,
             env=journal(root / f"j_{name}"),
         )
         for name, r in runs.items()
@@ -256,12 +257,13 @@ def test_kill_9_of_one_then_of_both_resumes_to_the_same_result(trained):
     root = trained
     work = root / "killed"
     args, slow = [*TRAIN, "--workdir", work], {"SCORE_SDE_TEST_STEP_SECONDS": "0.3"}
-    job = start(args, processes=2, devices=2, cache_dir=root / "jax_cache", env=slow)
+    heartbeat = 10  # seconds
+    job = start(args, processes=2, devices=2, cache_dir=root / "jax_cache", env=slow, heartbeat_timeout=heartbeat)
     wait_for_step(work, 3, job)
     job.kill(1)
     killed = time.monotonic()
     (code, err), _ = job.wait(timeout=120)
-    assert code != 0 and time.monotonic() - killed < HEARTBEAT_TIMEOUT + 30, err[-2000:]
+    assert code != 0 and time.monotonic() - killed < heartbeat + 30, err[-2000:]
     # jax.distributed's coordination service names the missing process.
     assert re.search(r"tasks are unhealthy \(stopped sending heartbeats\):\s+1\s", err), err[-2000:]
 
