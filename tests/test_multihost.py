@@ -35,7 +35,7 @@ TRAIN = [
     "--config.training.log_freq=1",
     "--config.training.eval_freq=4",
     "--config.training.snapshot_freq_for_preemption=2",
-    f"--config.training.snapshot_freq={N_ITERS}",
+    "--config.training.snapshot_freq=6",  # step 6: both kinds of checkpoint saved at once
     "--config.training.snapshot_sampling=true",
     "--config.optim.warmup=0",  # full steps from the first: the parameters move by ~lr = 2e-3 per step
 ]
