@@ -18,6 +18,10 @@ Orbax writes a step into a temporary folder and renames it when complete, and de
 after a new one is complete, so a crash or a kill never leaves a half-written step in place of a good
 one. A step that still cannot be read (a damaged disk, a file removed by hand) is skipped, with a
 warning, for the previous readable one.
+
+Any checkpoint restores on any devices and processes, whatever wrote it: a model checkpoint as numpy arrays,
+a training state onto the shardings of the current mesh. With several processes, every process writes its
+part of a step, and a step is used only if every process can read it (else all take the previous one).
 """
 
 from __future__ import annotations

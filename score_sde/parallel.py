@@ -4,6 +4,10 @@ The training state is replicated on every device; a batch is split along its bat
 the mesh holding rows ``[d * B / D, (d + 1) * B / D)`` of the global batch of B rows. Devices are ordered
 by (process, device id), so the rows of one host are contiguous and host p holds rows
 ``[p * B / P, (p + 1) * B / P)``: the rows `host_rows` names and the data pipeline hands it.
+
+With several processes (hosts): `all_agree`, `from_first` and `barrier` make decisions the same on every
+process (they are collectives: every process calls them at the same point), and `stop_with_peers` with
+`fail` stop every process, with the message, when one fails.
 """
 
 from __future__ import annotations
