@@ -281,11 +281,22 @@ def _add_compare(p):
         "--samplers",
         nargs="+",
         required=True,
-        help="pc:PREDICTOR:CORRECTOR or ode:METHOD, e.g. pc:reverse_diffusion:langevin ode:euler ode:rk45",
+        help="registered samplers (ddim, edm:heun, ipndm, ode:rk45, adaptive_sde, ...) or pc:PREDICTOR:CORRECTOR, "
+        "each optionally @SCHEDULE, e.g. pc:reverse_diffusion:langevin ode:euler edm:heun@karras ddim",
     )
-    p.add_argument("--steps", nargs="+", type=int, required=True, help="step counts (fixed-step samplers)")
     p.add_argument(
-        "--tolerances", nargs="+", type=float, default=[1e-5], help="rtol = atol of adaptive ODE solvers (1e-5)"
+        "--nfe", nargs="+", type=int, default=[], help="NFE budgets, each turned into steps per sampler (5 10 20 50)"
+    )
+    p.add_argument(
+        "--steps", nargs="+", type=int, default=[], help="step counts (grid intervals; PC: the SDE's N time points)"
+    )
+    p.add_argument("--schedule", default="uniform", help="time grid: uniform, logsnr, karras, quadratic (uniform)")
+    p.add_argument(
+        "--tolerances",
+        nargs="+",
+        type=float,
+        default=[1e-5],
+        help="tolerances of the adaptive samplers: rtol = atol of ode:rk45/tsit5/bosh3, reltol of adaptive_sde (1e-5)",
     )
     p.add_argument("--num-samples", type=int, default=10000, help="samples per setting (default 10000)")
     p.add_argument("--batch-size", type=int, default=500, help="samples per shard (default 500)")
@@ -309,6 +320,8 @@ def _run_compare(args):
         args.out,
         samplers=args.samplers,
         steps=args.steps,
+        nfe=args.nfe,
+        schedule=args.schedule,
         tolerances=args.tolerances,
         num_samples=args.num_samples,
         batch_size=args.batch_size,

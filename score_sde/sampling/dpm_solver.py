@@ -34,8 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import Counted, constrain
-from score_sde.sampling.grids import check_grid
+from score_sde.sampling._common import Counted, constrain, padded, padded_grid
 from score_sde.sampling.samplers import register_sampler
 from score_sde.score import as_pytree, data_prediction, noise_prediction
 from score_sde.sde import SDE, ScoreFn
@@ -48,15 +47,6 @@ LOWER_ORDER_FINAL_BELOW = 10
 
 
 # --- shared by the exponential integrators (also unipc.py) ------------------------------------------------
-
-
-def padded(values, fill) -> np.ndarray:
-    """values (n,) padded with `fill` to max(256, the next power of two): the compiled samplers take the grid and
-    the per-step tables at this length and loop over their first n entries, so that grids of up to 256 steps (a
-    comparison at several NFE) share one compilation."""
-    values = np.asarray(values)
-    length = max(256, 1 << (len(values) - 1).bit_length())
-    return np.concatenate([values, np.full(length - len(values), fill, values.dtype)])
 
 
 def kernel(sde: SDE, ts: Array) -> tuple[Array, Array, Array]:
@@ -121,8 +111,7 @@ def prepare(score_fn, sde: SDE, x, ts):
     the grid padded (`padded`, with its last time) in x's dtype, and its number of intervals n."""
     if jnp.ndim(x) < 1 or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         raise ValueError(f"x must be a floating array (B, ...), got {jnp.result_type(x)} of shape {jnp.shape(x)}")
-    ts = check_grid(ts, sde)
-    return as_pytree(score_fn), jnp.asarray(padded(ts, ts[-1]), jnp.result_type(x)), len(ts) - 1
+    return as_pytree(score_fn), *padded_grid(ts, sde, x)
 
 
 # --- DPM-Solver: singlestep, noise prediction ---------------------------------------------------------------
