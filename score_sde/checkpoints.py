@@ -234,10 +234,10 @@ class TrainCheckpoints:
         if jax.process_count() == 1:
             return steps
         kinds = list(self.managers)
-        n = int(parallel.from_first(np.int64(len(steps))))
+        n = int(parallel.from_first(np.int32(len(steps))))
         if n == 0:
             return []
-        codes = np.full((n, 2), -1, np.int64)
+        codes = np.full((n, 2), -1, np.int32)
         codes[: min(n, len(steps))] = [(step, kinds.index(kind)) for step, kind in steps[:n]]
         return [(int(step), kinds[k]) for step, k in parallel.from_first(codes)]
 

@@ -82,33 +82,31 @@ def _name(path) -> str:
 
 
 def _modules(names) -> str:
-    """Module names, numbered runs shortened: Conv_0, Conv_1, Conv_2, Dense_0 -> Conv_0-2, Dense_0."""
-    runs: dict[str, list[int]] = collections.defaultdict(list)
+    """Module names, sorted, numbered runs shortened: Conv_0, Conv_1, Conv_2, Conv_5 -> Conv_0-2, Conv_5."""
+    numbered: dict[str, list[int]] = collections.defaultdict(list)
     for name in names:
         kind, _, number = name.rpartition("_")
-        if number.isdigit() and kind:
-            runs[kind].append(int(number))
-        else:
-            runs[name] = []
+        numbered[kind if kind and number.isdigit() else name] += [int(number)] if kind and number.isdigit() else []
     out = []
-    for kind, numbers in sorted(runs.items()):
-        numbers.sort()
+    for kind, numbers in sorted(numbered.items()):
         if not numbers:
             out.append(kind)
-        elif numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 1:
-            out.append(f"{kind}_{numbers[0]}-{numbers[-1]}")
-        else:
-            out += [f"{kind}_{n}" for n in numbers]
+        runs = []  # [first, last] of each run of consecutive numbers
+        for n in sorted(numbers):
+            if runs and n == runs[-1][1] + 1:
+                runs[-1][1] = n
+            else:
+                runs.append([n, n])
+        out += [f"{kind}_{a}" if a == b else f"{kind}_{a}-{b}" for a, b in runs]
     return ", ".join(out)
 
 
-def _structure_differs(missing, extra) -> str:
-    """What to add to the first mismatch when whole top-level modules differ (a config of another family or
-    size): the config's modules the checkpoint lacks (``missing``) and the checkpoint's that the config's
-    network lacks (``extra``)."""
+def _structure_differs(missing: str, extra: str) -> str:
+    """What to add to the first mismatch when whole top-level modules differ (a config of another network or
+    size): the config's modules that the checkpoint lacks and the checkpoint's that the config's lacks."""
     parts = []
     if missing:
-        parts.append(f"the config's network has modules the checkpoint lacks: {_modules(missing)}")
+        parts.append(f"the config's network has modules the checkpoint lacks: {missing}")
     if extra:
         parts.append(f"the checkpoint has modules the config's network lacks: {extra}")
     return "; ".join(parts) + " (is the config of another network, or of another size?)"
@@ -124,7 +122,7 @@ def fit_to_config(tree, shapes) -> dict:
     got, want = _flat(tree), _flat(shapes)
     missing = {path[0] for path in want} - {path[0] for path in got}
     extra = {path[0] for path in got} - {path[0] for path in want}
-    structure = f"; {_structure_differs(missing, _modules(extra))}" if missing or extra else ""
+    structure = f"; {_structure_differs(_modules(missing), _modules(extra))}" if missing or extra else ""
     for path in sorted(set(got) | set(want)):
         if path not in got:
             raise CheckpointMismatch(
@@ -301,13 +299,15 @@ def _check_torch_modules(state: dict, indices: list[int], children: list[str], s
         if not keys <= set(state):
             missing.append(child)
     extra = {k for k in state if k not in expected and k.split(".")[-1] not in _BUFFERS}
-    if not config.model.conditional:  # the port's unused time-embedding layers (see torch_to_flax)
+    # The port gives every residual block a time-embedding Dense layer, unused when the network is unconditional.
+    if not config.model.conditional:
         extra = {k for k in extra if ".Dense_0." not in k}
     if missing or extra:
-        extra_modules = sorted({int(k.split(".")[1]) for k in extra if k.startswith("all_modules.")})
+        # all_modules.<i>, numbered like Flax names for `_modules` (all_modules_<i>), else the first name
+        extra = {"_".join(k.split(".")[:2]) if k.startswith("all_modules.") else k.split(".")[0] for k in extra}
         raise CheckpointMismatch(
             f"the checkpoint has {len(indices)} modules with parameters, the config's network {len(children)}; "
-            + _structure_differs(missing, ", ".join(f"all_modules.{i}" for i in extra_modules))
+            + _structure_differs(_modules(missing), _modules(extra).replace("all_modules_", "all_modules."))
         )
 
 
