@@ -18,6 +18,10 @@ Orbax writes a step into a temporary folder and renames it when complete, and de
 after a new one is complete, so a crash or a kill never leaves a half-written step in place of a good
 one. A step that still cannot be read (a damaged disk, a file removed by hand) is skipped, with a
 warning, for the previous readable one.
+
+Any checkpoint restores on any devices and processes, whatever wrote it: a model checkpoint as numpy arrays,
+a training state onto the shardings of the current mesh. With several processes, every process writes its
+part of a step, and a step is used only if every process can read it (else all take the previous one).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import shutil
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint._src.metadata import array_metadata_store
 
-from score_sde import files
+from score_sde import files, parallel
 
 _TREE = "model"
 _CONFIG = "config.json"
@@ -72,26 +78,35 @@ def _write_replicated_arrays_once() -> None:
 
 def save_model(directory: str, *, params, params_ema, config: ml_collections.ConfigDict) -> None:
     """Writes a model checkpoint to ``directory`` (which must not exist yet). It is written beside it under
-    a temporary name and renamed when complete: a crash never leaves half a checkpoint under the name."""
+    a temporary name and renamed when complete: a crash never leaves half a checkpoint under the name.
+    With several processes, every process calls it with the same values; process 0 writes the config and
+    renames."""
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
     _write_replicated_arrays_once()
     tmp = f"{directory}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier save that was killed
+    first = jax.process_index() == 0
+    if first:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier save that was killed
+    parallel.barrier(f"save_model {tmp} clean")
     try:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, _TREE), {"params": params, "params_ema": params_ema})
         checkpointer.wait_until_finished()
-        files.write_text(os.path.join(tmp, _CONFIG), config.to_json(indent=2))
-        os.replace(tmp, directory)
+        if first:
+            files.write_text(os.path.join(tmp, _CONFIG), config.to_json(indent=2))
+            os.replace(tmp, directory)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if first:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    parallel.barrier(f"save_model {directory} done")
 
 
 def load_model(directory: str):
-    """Reads a model checkpoint. Returns ``(params, params_ema, config)``.
+    """Reads a model checkpoint. Returns ``(params, params_ema, config)``, the parameters as numpy arrays,
+    whatever the devices and processes that wrote it and those reading it.
 
     ``directory`` is a model checkpoint written by `save_model`, one step of a training checkpoint
     (``<workdir>/checkpoints/<step>``), or a training workdir (its latest readable step).
@@ -106,9 +121,9 @@ def load_model(directory: str):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{directory} is not a model checkpoint: {path} is missing")
     try:
-        tree = ocp.StandardCheckpointer().restore(tree_dir)
+        tree = _restore_on_host(tree_dir)
         if is_training_step:
-            config = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(config_path)
+            config = _read_json(config_path)
         else:
             with open(config_path) as f:
                 config = json.load(f)
@@ -117,12 +132,39 @@ def load_model(directory: str):
     return tree["params"], tree["params_ema"], ml_collections.ConfigDict(config)
 
 
+# Reads go through orbax's handlers, not its Checkpointer, whose restore ends with a barrier of all processes:
+# when one process fails to read a step, the others must not be left waiting at that barrier while the
+# first tries another step (the processes agree on each step instead, see `TrainCheckpoints.restore_latest`).
+
+
+def _restore_on_host(path: str):
+    """The pytree of arrays at ``path`` as numpy arrays. Without a target, orbax would restore each array
+    with the sharding it was saved with, which fails on other devices ("Topology mismatch")."""
+    handler = ocp.PyTreeCheckpointHandler()
+    host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), handler.metadata(epath.Path(path)).tree)
+    return handler.restore(epath.Path(path), args=ocp.args.PyTreeRestore(restore_args=host))
+
+
+def _restore(path: str, target):
+    """The pytree at ``path`` in the structure, shapes, dtypes and shardings of ``target``."""
+    return ocp.StandardCheckpointHandler().restore(epath.Path(path), args=ocp.args.StandardRestore(target))
+
+
+def _read_json(path: str):
+    return ocp.JsonCheckpointHandler().restore(epath.Path(path))
+
+
 def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, cleanup_tmp_directories=True)
+    # The two managers of a workdir save concurrently (in background threads): with several processes, the
+    # barriers of their saves must be told apart, or one save finds the other's barrier "already ongoing".
+    barriers = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=os.path.basename(directory))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, cleanup_tmp_directories=True, multiprocessing_options=barriers
+    )
     return ocp.CheckpointManager(directory, options=options, item_names=("model", "train", "config"))
 
 
@@ -163,23 +205,22 @@ class TrainCheckpoints:
         ``abstract_state`` ({"params", "params_ema", "opt_state"} of jax.ShapeDtypeStruct). Returns
         ``(step, state)``, or None when there is no checkpoint; unreadable ones are skipped with a warning.
         """
-        steps = self.steps()
+        steps = self._agreed(self.steps())
         for step, kind in steps:
+            path, problem = self.path(step, kind), None
             try:
-                restored = self.managers[kind].restore(
-                    step,
-                    args=ocp.args.Composite(
-                        model=ocp.args.StandardRestore({k: abstract_state[k] for k in ("params", "params_ema")}),
-                        train=ocp.args.StandardRestore({"step": 0, "opt_state": abstract_state["opt_state"]}),
-                    ),
-                )
+                model = _restore(os.path.join(path, "model"), {k: abstract_state[k] for k in ("params", "params_ema")})
+                train = _restore(os.path.join(path, "train"), {"step": 0, "opt_state": abstract_state["opt_state"]})
+                if int(train["step"]) != step:
+                    problem = f"skipping checkpoint {path}: it holds step {train['step']}"
             except Exception as e:  # corrupt or incomplete: fall back to the previous one
-                log.warning("skipping unreadable checkpoint %s: %s", self.path(step, kind), _short(e))
+                problem = f"skipping unreadable checkpoint {path}: {_short(e)}"
+            # Used only if every process can read it: processes resuming from different steps would train
+            # different models, and wait for each other forever at the first save that differs.
+            if not parallel.all_agree(problem is None):
+                log.warning("%s", problem or f"skipping checkpoint {path}: another process cannot read it")
                 continue
-            if int(restored.train["step"]) != step:
-                log.warning("skipping checkpoint %s: it holds step %s", self.path(step, kind), restored.train["step"])
-                continue
-            return step, {**restored.model, "opt_state": restored.train["opt_state"]}
+            return step, {**model, "opt_state": train["opt_state"]}
         if steps:
             raise CheckpointError(
                 f"no checkpoint in {self.workdir} can be read (tried steps "
@@ -187,24 +228,38 @@ class TrainCheckpoints:
             )
         return None
 
+    def _agreed(self, steps: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Process 0's list of ``steps`` on every process (a shared file system may show a new step to the
+        hosts at different times; they must try the same steps in the same order)."""
+        if jax.process_count() == 1:
+            return steps
+        kinds = list(self.managers)
+        n = int(parallel.from_first(np.int32(len(steps))))
+        if n == 0:
+            return []
+        codes = np.full((n, 2), -1, np.int32)
+        codes[: min(n, len(steps))] = [(step, kinds.index(kind)) for step, kind in steps[:n]]
+        return [(int(step), kinds[k]) for step, k in parallel.from_first(codes)]
+
     def saved_config(self):
         """The config of the newest checkpoint that has one, or None."""
         for step, kind in self.steps():
             try:
-                return ml_collections.ConfigDict(
-                    ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(self.path(step, kind), "config"))
-                )
+                return ml_collections.ConfigDict(_read_json(os.path.join(self.path(step, kind), "config")))
             except Exception:  # an unreadable step: the next one may do
                 continue
         return None
 
     def load_latest_model(self):
         """``(params, params_ema, config)`` of the newest readable checkpoint, as `load_model`."""
-        for step, kind in self.steps():
+        for step, kind in self._agreed(self.steps()):
             try:
-                return load_model(self.path(step, kind))
+                loaded, problem = load_model(self.path(step, kind)), None
             except CheckpointError as e:
-                log.warning("skipping %s", e)
+                problem = f"skipping {e}"
+            if parallel.all_agree(problem is None):  # every process samples or evaluates the same step
+                return loaded
+            log.warning("%s", problem or f"skipping {self.path(step, kind)}: another process cannot read it")
         raise CheckpointError(f"no readable checkpoint in {self.workdir}")
 
     def path(self, step: int, kind: str) -> str:

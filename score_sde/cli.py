@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from score_sde.config import ConfigError, load_config, with_overrides
@@ -47,13 +48,16 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 class Command:
     """A sub-command: ``add_arguments(parser)`` declares its arguments, ``run(args)`` does the work and
     returns an exit status (None for 0). With ``takes_config``, ``args.config`` is the loaded ConfigDict
-    (``--config FILE`` plus the ``--config.*`` overrides), or None when no --config was given."""
+    (``--config FILE`` plus the ``--config.*`` overrides), or None when no --config was given.
+    ``overrides`` says, in its --help, which config the ``--config.*`` overrides change (e.g. "the config
+    saved with the model"); empty for a command that takes none."""
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
     takes_config: bool = False
+    overrides: str = ""
 
 
 def _add_train(p):
@@ -66,6 +70,8 @@ def _add_train(p):
 
 
 def _run_train(args):
+    import jax
+
     from score_sde import checkpoints, parallel, train
 
     # Everything is checked before the workdir is created or written to.
@@ -77,7 +83,8 @@ def _run_train(args):
         config = with_overrides(saved, args.config_overrides)
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     workdir = train.check_workdir(args.workdir)
-    _log_to_file(workdir)
+    if jax.process_index() == 0:  # one log for the job; the other processes' messages go to their stderr
+        _log_to_file(workdir)
     train.train(config, workdir)
 
 
@@ -179,7 +186,8 @@ def _add_convert(p):
         "--format",
         choices=("auto", "flax", "torch"),
         default="auto",
-        help="checkpoint format (default auto: torch for .pth/.pt files and zip archives, flax otherwise)",
+        help="checkpoint format (default auto: torch for .pth/.pt files and files in a PyTorch format, zip or "
+        "legacy, flax otherwise)",
     )
 
 
@@ -301,8 +309,12 @@ def _add_compare(p):
 
 
 def _run_compare(args):
+    import jax
+
     from score_sde.evaluation import commands
 
+    if jax.process_count() > 1:  # its samples and results are neither gathered nor written by one process
+        raise ValueError("compare runs in one process: start it without --multihost")
     commands.run_compare(
         args.model,
         args.out,
@@ -338,6 +350,8 @@ def _log_to_file(workdir: str) -> None:
     root.addHandler(handler)
 
 
+SAVED = "the config saved with the model, e.g. --config.sampling.method=ode --config.eval.batch_size=256"
+
 COMMANDS: list[Command] = [
     Command(
         "train",
@@ -345,14 +359,23 @@ COMMANDS: list[Command] = [
         _add_train,
         _run_train,
         takes_config=True,
+        overrides="the --config file (resuming without --config: the config saved in the workdir), e.g. "
+        "--config.training.batch_size=64",
     ),
-    Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval),
-    Command("sample", "draw samples with the config's sampler, written in resumable shards", _add_sample, _run_sample),
+    Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval, overrides=SAVED),
+    Command(
+        "sample",
+        "draw samples with the config's sampler, written in resumable shards",
+        _add_sample,
+        _run_sample,
+        overrides=SAVED,
+    ),
     Command(
         "likelihood",
         "bits/dim through the probability-flow ODE on the train or test split",
         _add_likelihood,
         _run_likelihood,
+        overrides=SAVED,
     ),
     Command(
         "quickstart",
@@ -360,6 +383,7 @@ COMMANDS: list[Command] = [
         "samplers and print its bits/dim (a few minutes on a laptop CPU)",
         _add_quickstart,
         _run_quickstart,
+        overrides="the quickstart's config (configs/small/digits.py), e.g. --config.training.n_iters=500",
     ),
     Command(
         "convert",
@@ -368,6 +392,7 @@ COMMANDS: list[Command] = [
         _add_convert,
         _run_convert,
         takes_config=True,
+        overrides="the --config file, which must describe the checkpoint's network, e.g. --config.model.nf=64",
     ),
     Command(
         "convert-inception",
@@ -383,6 +408,7 @@ COMMANDS: list[Command] = [
         _add_fid_stats,
         _run_fid_stats,
         takes_config=True,
+        overrides="the --config file, whose config.data names the dataset, e.g. --config.data.tfds_data_dir=DIR",
     ),
     Command(
         "fid",
@@ -396,6 +422,7 @@ COMMANDS: list[Command] = [
         "FID and KID against NFE for a grid of samplers and step counts: CSV, plot, sample grids; resumable",
         _add_compare,
         _run_compare,
+        overrides=SAVED,
     ),
 ]
 
@@ -404,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="score-sde",
         description="Score-based generative modeling through SDEs (Song et al., 2021), in JAX.",
-        epilog="Every command accepts --config.<group>.<field>=<value> to override one field of the config.",
+        epilog="Every command that reads a config takes --config.<group>.<field>=<value> to override one of its "
+        "fields (see the command's --help).",
     )
     parser.add_argument(
         "--multihost",
@@ -414,6 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coordinator-address", help="with --multihost: host:port of process 0")
     parser.add_argument("--num-processes", type=int, help="with --multihost: number of processes")
     parser.add_argument("--process-id", type=int, help="with --multihost: this process' index")
+    parser.add_argument(
+        "--initialization-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="with --multihost: how long to wait for every process to join (default 300)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=100,
+        metavar="SECONDS",
+        help="with --multihost: after how long without news a process counts as dead, which stops the others "
+        "(default 100)",
+    )
     parser.add_argument(
         "--compilation-cache",
         metavar="DIR",
@@ -426,7 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        epilog = None
+        if command.overrides:
+            epilog = (
+                "--config.<group>.<field>=<value> (or --config.<group>.<field> <value>) overrides a field of "
+                f"{command.overrides}; the value is checked against the field's type."
+            )
+        p = sub.add_parser(command.name, help=command.help, description=command.help, epilog=epilog)
         if command.takes_config:
             p.add_argument(
                 "--config",
@@ -473,17 +522,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     args = parser.parse_args(rest)
+    if overrides and not args.command_spec.overrides:
+        parser.error(f"{args.command} takes no --config.* overrides (it reads no config), got --config.{overrides[0]}")
     args.config_overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Also when logging was configured before (absl does it on its first message, e.g. importing orbax).
+    logging.getLogger("score_sde").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     use_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
-    from score_sde import checkpoints, train
+    import jax
 
+    from score_sde import checkpoints, parallel, train
+
+    known = (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS
     try:
         if args.multihost:
-            from score_sde import parallel
-
-            parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+            parallel.initialize_distributed(
+                args.coordinator_address,
+                args.num_processes,
+                args.process_id,
+                initialization_timeout=args.initialization_timeout,
+                heartbeat_timeout=args.heartbeat_timeout,
+            )
+            parallel.stop_with_peers(
+                lambda process, message: print(
+                    f"score-sde {args.command}: error in process {process}: {message}", file=sys.stderr, flush=True
+                )
+            )
         command = args.command_spec
         config_file = getattr(args, "config_file", None)
         if command.takes_config and config_file is not None:
@@ -491,8 +556,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.config = None
         return command.run(args) or 0
-    except (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS as e:
-        if args.traceback:
+    except BaseException as e:
+        several = args.multihost and jax.distributed.is_initialized()
+        message = str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}"
+        if not several and (args.traceback or not isinstance(e, known)):
             raise
-        print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
+        if args.traceback or not isinstance(e, known):
+            traceback.print_exc()
+        print(f"score-sde {args.command}: error: {message}", file=sys.stderr)
+        if several:  # the other processes stop too, with this message, instead of waiting for this one
+            parallel.fail(message)
         return 1

@@ -81,23 +81,58 @@ def _name(path) -> str:
     return "/".join(path)
 
 
+def _modules(names) -> str:
+    """Module names, sorted, numbered runs shortened: Conv_0, Conv_1, Conv_2, Conv_5 -> Conv_0-2, Conv_5."""
+    numbered: dict[str, list[int]] = collections.defaultdict(list)
+    for name in names:
+        kind, _, number = name.rpartition("_")
+        numbered[kind if kind and number.isdigit() else name] += [int(number)] if kind and number.isdigit() else []
+    out = []
+    for kind, numbers in sorted(numbered.items()):
+        if not numbers:
+            out.append(kind)
+        runs = []  # [first, last] of each run of consecutive numbers
+        for n in sorted(numbers):
+            if runs and n == runs[-1][1] + 1:
+                runs[-1][1] = n
+            else:
+                runs.append([n, n])
+        out += [f"{kind}_{a}" if a == b else f"{kind}_{a}-{b}" for a, b in runs]
+    return ", ".join(out)
+
+
+def _structure_differs(missing: str, extra: str) -> str:
+    """What to add to the first mismatch when whole top-level modules differ (a config of another network or
+    size): the config's modules that the checkpoint lacks and the checkpoint's that the config's lacks."""
+    parts = []
+    if missing:
+        parts.append(f"the config's network has modules the checkpoint lacks: {missing}")
+    if extra:
+        parts.append(f"the checkpoint has modules the config's network lacks: {extra}")
+    return "; ".join(parts) + " (is the config of another network, or of another size?)"
+
+
 def fit_to_config(tree, shapes) -> dict:
     """``tree`` (nested dicts of arrays) checked against ``shapes`` (from `param_shapes`), as float32 arrays.
 
     Flax-0.3 shapes with extra leading 1s (GroupNorm's (1, 1, 1, C)) are reshaped. Raises CheckpointMismatch
-    naming the first parameter (in sorted order) that is missing, extra or of another shape.
+    naming the first parameter (in sorted order) that is missing, extra or of another shape, and, when whole
+    top-level modules are missing or extra, which.
     """
     got, want = _flat(tree), _flat(shapes)
+    missing = {path[0] for path in want} - {path[0] for path in got}
+    extra = {path[0] for path in got} - {path[0] for path in want}
+    structure = f"; {_structure_differs(_modules(missing), _modules(extra))}" if missing or extra else ""
     for path in sorted(set(got) | set(want)):
         if path not in got:
             raise CheckpointMismatch(
                 f"the checkpoint has no parameter {_name(path)} (the config's network has one "
-                f"of shape {tuple(want[path].shape)})"
+                f"of shape {tuple(want[path].shape)}){structure}"
             )
         if path not in want:
             raise CheckpointMismatch(
                 f"checkpoint parameter {_name(path)} (shape {tuple(np.shape(got[path]))}) is not "
-                f"in the config's network"
+                f"in the config's network{structure}"
             )
         have, need = tuple(np.shape(got[path])), tuple(want[path].shape)
         if have != need and not (
@@ -106,7 +141,8 @@ def fit_to_config(tree, shapes) -> dict:
             and all(d == 1 for d in have[: len(have) - len(need)])
         ):
             raise CheckpointMismatch(
-                f"parameter {_name(path)} has shape {have} in the checkpoint but {need} in the config's network"
+                f"parameter {_name(path)} has shape {have} in the checkpoint but {need} in the config's "
+                f"network{structure}"
             )
     return flax.traverse_util.unflatten_dict(
         {path: np.asarray(got[path], np.float32).reshape(want[path].shape) for path in want}
@@ -120,7 +156,14 @@ def fit_to_config(tree, shapes) -> dict:
 def read_flax_checkpoint(path: str):
     """The (params, params_ema) trees of an official Flax checkpoint file (a bare tree gives it twice)."""
     with open(path, "rb") as f:
-        state = flax.serialization.msgpack_restore(f.read())
+        content = f.read()
+    try:
+        state = flax.serialization.msgpack_restore(content)
+    except Exception as e:  # msgpack raises several kinds (ExtraData, FormatError, ValueError, ...)
+        raise ValueError(
+            f"{path} is not a Flax checkpoint (msgpack cannot read it: {e}); if it is a PyTorch checkpoint, "
+            "convert it with --format torch"
+        ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a Flax checkpoint (it holds a {type(state).__name__}, not a dict)")
     if "params_ema" in state:
@@ -201,17 +244,12 @@ def torch_to_flax(state: dict, ema: list | None, config: ml_collections.ConfigDi
     shapes = param_shapes(config)
     children = [c for c in _children_in_call_order(config) if c in shapes]
     indices = sorted({int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.", k))})
-    unused = {k for k in state if k.split(".")[-1] not in _BUFFERS}
+    _check_torch_modules(state, indices, children, shapes, config)
     params, flax_of = {}, {}  # flax_of: torch name -> (Flax path, transform)
     for index, child in zip(indices, children):
         for path, want in _flat(shapes[child]).items():
             path = (child, *path)
             key, transform = _torch_key(f"all_modules.{index}", path)
-            if key not in state:
-                raise CheckpointMismatch(
-                    f"parameter {_name(path)} (shape {tuple(want.shape)}) should be {key} in the "
-                    f"PyTorch checkpoint, which has no such entry"
-                )
             value = state[key] if transform is None else transform(state[key])
             if value.shape != want.shape:
                 raise CheckpointMismatch(
@@ -220,22 +258,6 @@ def torch_to_flax(state: dict, ema: list | None, config: ml_collections.ConfigDi
                 )
             params[path] = value
             flax_of[key] = (path, transform)
-            unused.discard(key)
-    if len(indices) != len(children):
-        extra = (
-            f"all_modules.{indices[len(children)]} of the checkpoint"
-            if len(indices) > len(children)
-            else f"{children[len(indices)]} of the config's network"
-        )
-        raise CheckpointMismatch(
-            f"the checkpoint has {len(indices)} modules with parameters, the config's network "
-            f"{len(children)}: {extra} has no counterpart"
-        )
-    # The port gives every residual block a time-embedding Dense layer, unused when the network is unconditional.
-    if not config.model.conditional:
-        unused = {k for k in unused if ".Dense_0." not in k}
-    if unused:
-        raise CheckpointMismatch(f"checkpoint parameter {min(unused)} has no counterpart in the config's network")
     params = fit_to_config(flax.traverse_util.unflatten_dict(params), shapes)
     if ema is None:
         return params, params
@@ -263,18 +285,53 @@ def torch_to_flax(state: dict, ema: list | None, config: ml_collections.ConfigDi
     return params, flax.traverse_util.unflatten_dict(ema_flat)
 
 
+def _check_torch_modules(state: dict, indices: list[int], children: list[str], shapes, config) -> None:
+    """Refuses a checkpoint whose modules are not those of the config's network (matched in call order, see
+    `torch_to_flax`), listing the network's modules without all their parameters in the checkpoint and the
+    checkpoint's modules with parameters the network does not have. Shapes are checked later."""
+    expected, missing = set(), []
+    for i, child in enumerate(children):
+        if i >= len(indices):  # more modules in the network than in the checkpoint
+            missing.append(child)
+            continue
+        keys = {_torch_key(f"all_modules.{indices[i]}", (child, *path))[0] for path in _flat(shapes[child])}
+        expected |= keys
+        if not keys <= set(state):
+            missing.append(child)
+    extra = {k for k in state if k not in expected and k.split(".")[-1] not in _BUFFERS}
+    # The port gives every residual block a time-embedding Dense layer, unused when the network is unconditional.
+    if not config.model.conditional:
+        extra = {k for k in extra if ".Dense_0." not in k}
+    if missing or extra:
+        # all_modules.<i>, numbered like Flax names for `_modules` (all_modules_<i>), else the first name
+        extra = {"_".join(k.split(".")[:2]) if k.startswith("all_modules.") else k.split(".")[0] for k in extra}
+        raise CheckpointMismatch(
+            f"the checkpoint has {len(indices)} modules with parameters, the config's network {len(children)}; "
+            + _structure_differs(_modules(missing), _modules(extra).replace("all_modules_", "all_modules."))
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Entry points
 
 
+# torch.save's format before PyTorch 1.6 (the official port's checkpoints may use it) starts with a pickle of
+# this number, torch.serialization.MAGIC_NUMBER.
+_LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 def _is_torch_file(path: str) -> bool:
-    return path.endswith((".pth", ".pt")) or zipfile.is_zipfile(path)
+    """By the name (.pth, .pt) or the content: a zip archive (PyTorch 1.6 and later) or the legacy format."""
+    if path.endswith((".pth", ".pt")) or zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return _LEGACY_TORCH_MAGIC in f.read(32)
 
 
 def convert(checkpoint: str, config: ml_collections.ConfigDict, *, format: str = "auto"):
     """(params, params_ema) of the network of ``config`` from an official checkpoint file.
 
-    ``format``: 'flax', 'torch', or 'auto' (torch for .pth / .pt files and zip archives, else flax).
+    ``format``: 'flax', 'torch', or 'auto' (torch for .pth / .pt files and PyTorch's formats, else flax).
     """
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")

@@ -97,11 +97,15 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
     sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
     params = parallel.put_replicated(params, mesh)
     num_shards = -(-num_samples // batch_size)
+    # The shards an earlier run of this command wrote, as process 0 sees them: every process draws the others.
+    done = parallel.from_first(
+        np.array([os.path.exists(os.path.join(out, f"samples_{i:05d}.npz")) for i in range(num_shards)])
+    )
     nfe = None
     bar = _progress(num_shards, "shards")
     for i in range(num_shards):
         path = os.path.join(out, f"samples_{i:05d}.npz")
-        if os.path.exists(path):  # written by an earlier run of this command
+        if done[i]:
             bar.update(1)
             continue
         images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))

@@ -29,6 +29,23 @@ def test_every_command_has_help(command, capsys):
     assert out.startswith(f"usage: score-sde {command}")
 
 
+@pytest.mark.parametrize("command", [c for c in cli.COMMANDS if c.overrides], ids=lambda c: c.name)
+def test_help_shows_the_config_overrides(command, capsys):
+    """Every command that reads a config (a --config file or the one saved with a model) says in its --help
+    that --config.<group>.<field>=<value> overrides it, and which config that is."""
+    with pytest.raises(SystemExit):
+        cli.main([command.name, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--config.<group>.<field>=<value>" in out and command.overrides in out
+
+
+def test_overrides_for_a_command_without_config_are_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["fid", "a", "b", "--config.eval.batch_size=8"])
+    assert e.value.code == 2
+    assert "fid takes no --config.* overrides (it reads no config)" in capsys.readouterr().err
+
+
 DIGITS = ["--config", "configs/small/digits.py"]
 
 

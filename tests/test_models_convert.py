@@ -213,3 +213,47 @@ def test_reading_pth_without_torch_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(ImportError, match="pip install"):
         convert.convert(str(DATA / "torch_ncsnpp_ve.pth"), _config("torch_ncsnpp_ve"))
+
+
+def test_legacy_torch_file_without_suffix_is_recognised(tmp_path):
+    """The official port's checkpoint re-saved in PyTorch's format before 1.6 (not a zip) under a name without
+    .pth converts as the .pth does (recognised by its first bytes); read as Flax on purpose it fails saying
+    what it is not and what to do, instead of msgpack's bare "unpack(b) received extra data"."""
+    torch = pytest.importorskip("torch")
+    config = _config("torch_ncsnpp_ve")
+    blob = torch.load(DATA / "torch_ncsnpp_ve.pth", map_location="cpu", weights_only=True)
+    torch.save(blob, tmp_path / "checkpoint_26", _use_new_zipfile_serialization=False)
+    want = convert.convert(str(DATA / "torch_ncsnpp_ve.pth"), config)
+    got = convert.convert(str(tmp_path / "checkpoint_26"), config)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    with pytest.raises(ValueError, match=r"is not a Flax checkpoint \(msgpack cannot read it: .*--format torch"):
+        convert.convert(str(tmp_path / "checkpoint_26"), config, format="flax")
+
+
+def _ncsnpp_ve_flax_checkpoint(path):
+    """A VE NCSN++ checkpoint in the official Flax format: the PyTorch port's test checkpoint, converted."""
+    pytest.importorskip("torch")
+    params, params_ema = convert.convert(str(DATA / "torch_ncsnpp_ve.pth"), _config("torch_ncsnpp_ve"))
+    path.write_bytes(flax.serialization.msgpack_serialize(_official_state(params, params_ema)))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["flax", "torch"])
+def test_config_of_another_family_lists_the_modules_that_differ(kind, tmp_path):
+    """A VE NCSN++ checkpoint converted with a VP DDPM++ config: the error lists the top-level modules of each
+    that the other lacks (NCSN++'s Fourier time embedding and BigGAN blocks against DDPM++'s), so that the user
+    sees a config of another network, not only the first parameter whose shape differs."""
+    checkpoint = str(DATA / "torch_ncsnpp_ve.pth") if kind == "torch" else _ncsnpp_ve_flax_checkpoint(tmp_path / "c")
+    with pytest.raises(convert.CheckpointMismatch) as e:
+        convert.convert(checkpoint, _config("flax_ddpmpp_vp"))
+    message = str(e.value)
+    assert "(is the config of another network, or of another size?)" in message
+    if kind == "flax":  # Flax names the modules: the DDPM++ of the config has no Fourier features, no Downsample
+        assert message.endswith(
+            "modules the config's network lacks: Downsample_0, GaussianFourierProjection_0 "
+            + "(is the config of another network, or of another size?)"
+        )
+    else:  # PyTorch numbers them: 20 in the checkpoint against 18, matched in call order
+        assert message.startswith("the checkpoint has 20 modules with parameters, the config's network 18; ")
+        assert "the config's network has modules the checkpoint lacks: AttnBlockpp_0, " in message
+        assert "the checkpoint has modules the config's network lacks: all_modules.0, " in message

@@ -205,3 +205,24 @@ def test_unreadable_checkpoint_is_skipped_with_warning(tmp_path, caplog):
     assert any("skipping unreadable checkpoint" in r.getMessage() and "/9" in r.getMessage() for r in caplog.records)
     for a, b in zip(jax.tree.leaves(reference.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resumed_on_two_devices_after_three_steps_on_four_equals_uninterrupted(tmp_path):
+    """A checkpoint written by 4 devices restores onto 2 (the training state restored against the current mesh:
+    nothing of the old topology is needed), and training continues as if never moved: 3 steps on 4 devices,
+    then steps 4..12 on 2 equal 12 steps on 4 up to the round-off of the other split of the gradient's mean
+    (2 partial means of 4 rows instead of 4 of 2; see test_eight_devices_equal_one for the tolerance)."""
+    config = small_config(n_iters=3, n_jitted_steps=1, snapshot_freq=3, snapshot_freq_for_preemption=0)
+    run(config, tmp_path / "moved", jax.devices()[:4])
+    config.training.n_iters = 12
+    moved = run(config, tmp_path / "moved", jax.devices()[4:6])
+    assert moved.params["Conv_0"]["kernel"].sharding.device_set == set(jax.devices()[4:6])
+    uninterrupted = run(config, tmp_path / "four", jax.devices()[:4])
+    for a, b in zip(
+        jax.tree.leaves((uninterrupted.params, uninterrupted.params_ema)),
+        jax.tree.leaves((moved.params, moved.params_ema)),
+    ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
+    want, got = losses_by_step(tmp_path / "four"), losses_by_step(tmp_path / "moved")
+    assert sorted(got) == list(range(1, 13))
+    np.testing.assert_allclose([got[s] for s in want], [want[s] for s in want], rtol=1e-4)

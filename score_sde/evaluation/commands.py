@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import tqdm
 
 from score_sde.evaluation import images as images_lib
@@ -28,8 +29,14 @@ def run_convert_inception(src: str, dst: str | None = None) -> dict:
 
 
 def _progress(desc: str):
-    bar = tqdm.tqdm(desc=desc, unit="img", leave=False)
+    bar = tqdm.tqdm(desc=desc, unit="img", leave=False, disable=jax.process_index() != 0)
     return lambda done: bar.update(done - bar.n)
+
+
+def _say(line: str) -> None:
+    """Prints on the first process only (with several, every process computes the same result)."""
+    if jax.process_index() == 0:
+        print(line)
 
 
 def dataset_record(config, split: str) -> dict:
@@ -77,7 +84,7 @@ def run_fid_stats(
         record = stats_lib.make_record(extractor, **dataset_record(config, split))
         batches = lambda: dataset_batches(config, split, fid_batch_size)  # noqa: E731
     result = stats_lib.cached_stats(out, extractor, batches, record, _progress(f"fid-stats {record['dataset']}"))
-    print(f"{out}: {result.n} images" + (f", IS {result.inception_score[0]:.3f}" if result.inception_score else ""))
+    _say(f"{out}: {result.n} images" + (f", IS {result.inception_score[0]:.3f}" if result.inception_score else ""))
     return result
 
 
@@ -143,7 +150,7 @@ def run_fid(
         line += f"  IS {result['inception_score'][0]:.3f} ± {result['inception_score'][1]:.3f}"
     else:
         line += "  IS n/a (A is statistics, or the weights have no logits head)"
-    print(f"{line}  ({stats_a.n} vs {stats_b.n} images)")
+    _say(f"{line}  ({stats_a.n} vs {stats_b.n} images)")
     return result
 
 

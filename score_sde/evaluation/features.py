@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable, Iterator
 
 import jax
@@ -68,7 +69,13 @@ class InceptionFeatures:
 
     def stream(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """Features of each fixed-size chunk of the images in ``batches`` (any lengths), in order.
-        One chunk is in flight on the devices while the host reads the next."""
+        One chunk is in flight on the devices while the host reads the next.
+
+        With several processes (jax.distributed), every process passes the same images, and each gets the
+        features of every chunk: process p computes chunks p, p + P, p + 2P, ... on its devices."""
+        if jax.process_count() > 1:
+            yield from self._stream_across_processes(batches)
+            return
         pending = None
         for chunk in rebatch(batches, self.batch_size):
             dispatched = self._dispatch(chunk)
@@ -77,6 +84,29 @@ class InceptionFeatures:
             pending = dispatched
         if pending is not None:
             yield _fetch(*pending)
+
+    def _stream_across_processes(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        from jax.experimental import multihost_utils
+
+        count, me = jax.process_count(), jax.process_index()
+        chunks = rebatch(batches, self.batch_size)
+        while group := list(itertools.islice(chunks, count)):
+            mine = {}
+            if me < len(group):
+                mine = _fetch(*self._dispatch(group[me]))
+            # Every process sends the same shapes: its chunk padded to the batch size (empty if it had none).
+            sizes = multihost_utils.process_allgather(np.int32(len(group[me]) if me < len(group) else 0))
+            sent = {k: np.zeros((self.batch_size, *shape), np.float32) for k, shape in self._widths(group[0]).items()}
+            for k, v in mine.items():
+                sent[k][: len(v)] = v
+            got = multihost_utils.process_allgather(sent)
+            for q in range(len(group)):
+                yield {k: v[q, : sizes[q]] for k, v in got.items()}
+
+    def _widths(self, chunk: np.ndarray) -> dict[str, tuple[int, ...]]:
+        """The shape of one image's outputs, per output, for images like those of ``chunk``."""
+        images = jax.ShapeDtypeStruct((self.batch_size, *chunk.shape[1:]), chunk.dtype)
+        return {k: v.shape[1:] for k, v in jax.eval_shape(self._apply, self._variables, images).items()}
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         if len(images) == 0:

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 
+import jax
 import numpy as np
 
 from score_sde import files
@@ -71,7 +72,8 @@ def compute_stats(
 ) -> FeatureStats:
     """Streams uint8 image batches (any lengths; every image is used) through the Inception network.
     Holds one batch of images at a time and the (N, 2048) features; ``progress(images_done)`` is
-    called after each batch."""
+    called after each batch. With several processes, each passes the same batches and gets the same
+    statistics, the features computed by all together (`InceptionFeatures.stream`)."""
     moments, feats, logits = RunningMoments(), [], []
     for out in extractor.stream(batches):
         moments.update(out["pool3"])
@@ -169,5 +171,6 @@ def cached_stats(
         return stats
     stats = compute_stats(extractor, batches(), progress)
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    save_stats(path, stats, {**record, "weights_file_sha256": extractor.meta["sha256"], "created": created})
+    if jax.process_index() == 0:  # with several processes, every one has the statistics; the first writes them
+        save_stats(path, stats, {**record, "weights_file_sha256": extractor.meta["sha256"], "created": created})
     return stats
