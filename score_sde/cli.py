@@ -488,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMPILATION_CACHE_BYTES = 8 << 30
+
+
 def default_compilation_cache() -> str:
     """``$SCORE_SDE_COMPILATION_CACHE`` if set, else ``~/.cache/score_sde/jax``."""
     return os.path.expanduser(
@@ -505,6 +508,10 @@ def use_compilation_cache(directory: str) -> str | None:
 
     directory = os.path.abspath(os.path.expanduser(directory))
     jax.config.update("jax_compilation_cache_dir", directory)
+    # A finite size turns on JAX's least-recently-used eviction, and with it the file lock around every read and
+    # write of an entry: jobs started together (several processes of one job, or a sweep) never read an entry
+    # another is still writing, and the cache stays within COMPILATION_CACHE_BYTES.
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
     return directory
 
 

@@ -6,6 +6,9 @@ import os
 # compiles in 13 s instead of 32 s and runs 1.3x slower).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The command line's persistent compilation cache (in ~/.cache by default) off: tests run cli.main in-process,
+# which would turn it on for every later compilation of the worker. Tests of the cache give their own folder.
+os.environ.setdefault("SCORE_SDE_COMPILATION_CACHE", "none")
 
 import jax  # noqa: E402  (must follow the environment above)
 
