@@ -147,6 +147,7 @@ class _StandIn:
     """Feature extractor stand-in: the first 5 pixel values of each image as 'features'."""
 
     meta = {"sha256": "w", "source": "stand-in", "source_sha256": "s", "has_logits": False}
+    resize = "tf1"
 
     def __init__(self):
         self.images_seen = 0
