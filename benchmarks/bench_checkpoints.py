@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp  # noqa: E402
 from orbax.checkpoint._src.metadata import array_metadata_store  # noqa: E402
 
 from score_sde import checkpoints, models, parallel, train  # noqa: E402
-from score_sde.cli import load_config  # noqa: E402
+from score_sde.config import load_config  # noqa: E402
 
 CONFIGS = {
     "small (digits)": "configs/small/digits.py",

@@ -25,7 +25,8 @@ import grain  # noqa: F401  (version below)
 import machine
 import numpy as np
 
-from score_sde import cli, data
+from score_sde import data
+from score_sde.config import load_config
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_ZIP = SHARED / "cifar10" / "YoongiKim_CIFAR-10-images_jpg.zip"
@@ -33,7 +34,7 @@ CIFAR_ZIP = SHARED / "cifar10" / "YoongiKim_CIFAR-10-images_jpg.zip"
 
 def config(dataset, image_size, num_channels, batch, dequantize=False, path=""):
     """The data settings of the CIFAR-10 configs (centred, random flips) for another source and batch size."""
-    cfg = cli.load_config("configs/vp/cifar10_ddpmpp_continuous.py")
+    cfg = load_config("configs/vp/cifar10_ddpmpp_continuous.py")
     cfg.seed = 0
     cfg.training.batch_size = batch
     cfg.data.update(

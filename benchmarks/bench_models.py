@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import machine  # noqa: E402
 
-from score_sde.cli import load_config  # noqa: E402
+from score_sde.config import load_config  # noqa: E402
 from score_sde.models import get_model  # noqa: E402
 
 NETWORKS = {"NCSN++": "configs/ve/cifar10_ncsnpp_continuous.py", "DDPM++": "configs/vp/cifar10_ddpmpp_continuous.py"}

@@ -23,8 +23,8 @@ import jax  # noqa: E402
 import machine  # noqa: E402
 import numpy as np  # noqa: E402
 
-from score_sde import models, parallel, train  # noqa: E402
-from score_sde.cli import load_config  # noqa: E402
+from score_sde import models, parallel, train, wiring  # noqa: E402
+from score_sde.config import load_config  # noqa: E402
 
 CONFIGS = {
     "NCSN++ (VE, CIFAR-10)": "configs/ve/cifar10_ncsnpp_continuous.py",
@@ -49,7 +49,7 @@ def measure(path: str, *, batch_size: int, n_steps: int, dtype: str, calls: int)
     optimizer = train.get_optimizer(config)
     state = train.init_state(config, model, optimizer, parallel.replicated(mesh))
     train_fn = train.make_train_fn(
-        train.make_loss_fn(config, model, train=True),
+        wiring.make_loss_fn(config, model, train=True),
         optimizer,
         ema_rate=float(config.model.ema_rate),
         mesh=mesh,

@@ -12,61 +12,17 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from score_sde import checkpoints as ckpt_lib
-from score_sde import cli, files, likelihood, models, parallel, sampling, score
 from score_sde import data as data_lib
+from score_sde import files, likelihood, parallel
 from score_sde import sde as sde_lib
 from score_sde.evaluation import images as images_lib
-from score_sde.train import EVAL_STREAM, make_eval_fn, make_loss_fn, save_grid, stream_key, to_host
-
-
-def score_fn_for(config, model, params):
-    """score_fn(x, t) of the network ``model`` with ``params``, as config.training trained it."""
-    model_fn = score.get_model_fn(model, {"params": params})
-    return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
-
-
-def make_sample_fn(config, model, *, num_samples: int, mesh=None):
-    """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
-    sampler, the batch split over the devices of ``mesh`` (default: every device)."""
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
-    shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
-    sampling_fn = sampling.get_sampling_fn(
-        config,
-        sde_lib.get_sde(config),
-        shape,
-        data_lib.get_data_inverse_scaler(config),
-        sharding=parallel.batch_sharding(mesh),
-    )
-
-    def sample_fn(params, key):
-        images, nfe = sampling_fn(key, score_fn_for(config, model, params))
-        return jnp.clip(images, 0.0, 1.0), nfe
-
-    return sample_fn
-
-
-def load_for_eval(model_path: str, overrides=()):
-    """(network, EMA parameters, config, step) of a workdir or checkpoint (see checkpoints.load_model),
-    with ``overrides`` ("a.b=value") applied to its saved config."""
-    _, params_ema, config = ckpt_lib.load_model(model_path)
-    config = cli.with_overrides(config, overrides)
-    step = _checkpoint_step(model_path)
-    return models.get_model(config), params_ema, config, step
-
-
-def _checkpoint_step(model_path: str):
-    """The training step of a workdir (its newest checkpoint) or of WORKDIR/<kind>/<step>; else None."""
-    path = os.path.abspath(model_path)
-    if os.path.isdir(os.path.join(path, ckpt_lib.PERIODIC)) or os.path.isdir(os.path.join(path, ckpt_lib.PREEMPTION)):
-        steps = ckpt_lib.TrainCheckpoints(path).steps()
-        return steps[0][0] if steps else None
-    name = os.path.basename(path.rstrip(os.sep))
-    return int(name) if name.isdigit() else None
+from score_sde.evaluation.images import save_grid
+from score_sde.parallel import to_host
+from score_sde.train import make_eval_fn
+from score_sde.wiring import EVAL_STREAM, load_for_eval, make_loss_fn, make_sample_fn, score_fn_for, stream_key
 
 
 def _result_dir(model_path: str, out) -> str:

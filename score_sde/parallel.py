@@ -69,6 +69,11 @@ def gather(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def to_host(x) -> np.ndarray:
+    """A replicated array as numpy (works on every host of a multi-host run)."""
+    return np.asarray(x.addressable_data(0))
+
+
 def put_batch(host_batch, mesh: Mesh, global_batch_size: int, batch_axis: int = 0):
     """Assembles the global batch array from this host's rows (a pytree of numpy arrays whose axis
     ``batch_axis`` holds the rows `host_rows` names), split over the devices."""

@@ -7,7 +7,8 @@ import time
 
 import jax
 
-from score_sde import cli, evaluate, files
+from score_sde import evaluate, files
+from score_sde.config import load_config
 from score_sde.train import train
 
 QUICKSTART_CONFIG = "configs/small/digits.py"
@@ -18,7 +19,7 @@ def quickstart(workdir: str = "runs/quickstart", overrides=()) -> dict:
     """Trains the small digits model (configs/small/digits.py), samples a grid with the PC sampler
     (reverse diffusion + Langevin) and one with the probability-flow ODE (RK45), and computes bits/dim on
     128 images of the test split. Everything lands in ``workdir``; rerunning resumes / reuses what is there."""
-    config = cli.load_config(QUICKSTART_CONFIG, overrides)
+    config = load_config(QUICKSTART_CONFIG, overrides)
     t0 = time.time()
     train(config, workdir)
     results = {"train_seconds": round(time.time() - t0, 1)}

@@ -94,6 +94,25 @@ class SDE(abc.ABC):
         mean_coeff, std = self.marginal_coeffs(t)
         return jnp.log(mean_coeff) - jnp.log(std)
 
+    def t_of_log_snr(self, log_snr: Array) -> Array:
+        """The inverse of `log_snr`: the time t in [0, T] with lambda(t) = log_snr, elementwise (any shape).
+
+        Generic: bisection on [0, T] (lambda decreases in t), in the dtype of `log_snr`; values beyond
+        lambda(0) or lambda(T) give 0 or T. VE, VP and sub-VP override it in closed form.
+        """
+        log_snr = jnp.asarray(log_snr)
+        flat = log_snr.reshape(-1)
+
+        def halve(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(mid) > flat  # lambda(mid) still above the target: t lies beyond mid
+            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+        lo, hi = jnp.zeros_like(flat), jnp.full_like(flat, self.T)
+        lo, hi = jax.lax.fori_loop(0, 2 * jnp.finfo(flat.dtype).nmant + 8, halve, (lo, hi))
+        return (0.5 * (lo + hi)).reshape(log_snr.shape)
+
     def marginal_prob(self, x: Array, t: Array) -> tuple[Array, Array]:
         """Mean m(t) x shaped like x and std s(t) shaped (B,) of p_t(x_t | x_0 = x)."""
         mean_coeff, std = self.marginal_coeffs(t)
@@ -184,6 +203,10 @@ class VESDE(SDE):
     def marginal_coeffs(self, t):
         return jnp.ones_like(t), self._sigma(t)
 
+    def t_of_log_snr(self, log_snr):
+        """lambda = -log sigma(t) = -log sigma_min - t log(sigma_max / sigma_min)."""
+        return (-jnp.asarray(log_snr) - np.log(self.sigma_min)) / np.log(self.sigma_max / self.sigma_min)
+
     def prior_sampling(self, key, shape):
         return self.sigma_max * jax.random.normal(key, shape)
 
@@ -222,6 +245,12 @@ class _LinearBetaSDE(SDE):
     def _log_mean_coeff(self, t: Array) -> Array:
         """log m(t) = -1/2 int_0^t beta(s) ds."""
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def _t_of_log_mean_coeff(self, log_m: Array) -> Array:
+        """Solves log m(t) = log_m for t >= 0: (beta_max - beta_min) t^2 / 4 + beta_min t / 2 = -log_m, with the
+        cancellation-free root 2c / (b + sqrt(b^2 + 4ac)) (also right for beta_max = beta_min)."""
+        a, b, c = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min, -log_m
+        return 2.0 * c / (b + jnp.sqrt(b**2 + 4.0 * a * c))
 
     # DDPM's discrete chain: beta_i = beta(i / (N-1)) / N, i = 0 .. N-1 (float64 tables, stored float32).
     @property
@@ -270,6 +299,10 @@ class VPSDE(_LinearBetaSDE):
         log_m = self._log_mean_coeff(t)
         return jnp.exp(log_m), jnp.sqrt(-jnp.expm1(2.0 * log_m))
 
+    def t_of_log_snr(self, log_snr):
+        """lambda = log m - log(1 - m^2) / 2, so log m = -log(1 + exp(-2 lambda)) / 2."""
+        return self._t_of_log_mean_coeff(-0.5 * jnp.logaddexp(0.0, -2.0 * jnp.asarray(log_snr)))
+
     def discretize(self, x, t):
         """DDPM: x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z."""
         i = self._timestep(t)
@@ -291,6 +324,11 @@ class subVPSDE(_LinearBetaSDE):
     def marginal_coeffs(self, t):
         log_m = self._log_mean_coeff(t)
         return jnp.exp(log_m), -jnp.expm1(2.0 * log_m)
+
+    def t_of_log_snr(self, log_snr):
+        """lambda = log m - log(1 - m^2), so exp(-lambda) = 1/m - m = 2 sinh(-log m):
+        log m = -asinh(exp(-lambda) / 2)."""
+        return self._t_of_log_mean_coeff(-jnp.arcsinh(0.5 * jnp.exp(-jnp.asarray(log_snr))))
 
 
 def get_sde(config) -> SDE:

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -29,12 +28,22 @@ import numpy as np
 import optax
 
 from score_sde import checkpoints as ckpt_lib
-from score_sde import parallel
+from score_sde import data as data_lib
+from score_sde import models, parallel
+from score_sde.evaluation.images import save_grid
+from score_sde.parallel import to_host
+from score_sde.wiring import (
+    EVAL_STREAM,
+    INIT_STREAM,
+    SAMPLE_STREAM,
+    TRAIN_STREAM,
+    LossFn,
+    make_loss_fn,
+    make_sample_fn,
+    stream_key,
+)
 
 log = logging.getLogger(__name__)
-
-# Independent random streams derived from config.seed.
-INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM = range(4)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -46,10 +55,6 @@ class TrainState(flax.struct.PyTreeNode):
     params: Any
     params_ema: Any
     opt_state: Any
-
-
-def stream_key(config, stream: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.PRNGKey(config.seed), stream)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -104,31 +109,6 @@ def init_state(config, model, optimizer: optax.GradientTransformation, sharding=
 
 # ---------------------------------------------------------------------------------------------------
 # The compiled training step
-
-
-# loss_fn(params, key, x) -> scalar loss of the batch x, its random draws from key (see `make_loss_fn`).
-LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-def make_loss_fn(config, model, *, train: bool) -> LossFn:
-    """The score-matching loss of config.training (core's losses.py) for the Flax network ``model``; the
-    network's output is cast to float32 (it may compute in bfloat16, config.model.dtype)."""
-    from score_sde import losses, score
-    from score_sde import sde as sde_lib
-
-    loss = losses.get_loss_fn(
-        sde_lib.get_sde(config),
-        continuous=config.training.continuous,
-        reduce_mean=config.training.reduce_mean,
-        likelihood_weighting=config.training.likelihood_weighting,
-    )
-
-    def loss_fn(params, key, x):
-        loss_key, dropout_key = jax.random.split(key)
-        model_fn = score.get_model_fn(model, {"params": params}, train=train, dropout_key=dropout_key)
-        return loss(lambda x, labels: model_fn(x, labels).astype(jnp.float32), loss_key, x)
-
-    return loss_fn
 
 
 def per_example_mean(loss_fn: LossFn, params, keys, x):
@@ -186,11 +166,6 @@ def make_eval_fn(loss_fn: LossFn, *, mesh):
     return jax.jit(
         jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(), spec(axis), spec(axis)), out_specs=(spec(), spec()))
     )
-
-
-def to_host(x) -> np.ndarray:
-    """A replicated array as numpy (works on every host of a multi-host run)."""
-    return np.asarray(x.addressable_data(0))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -400,31 +375,11 @@ def run_training(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Images
-
-
-def save_grid(images: np.ndarray, path: str, min_size: int = 256) -> np.ndarray:
-    """Tiles images (N, H, W, C) in [0, 1] into one PNG (written atomically), enlarged by an integer factor
-    (nearest neighbour) to at least ``min_size`` pixels wide so that small images can be seen. Returns
-    the grid (uint8, before enlarging)."""
-    from score_sde.evaluation import images as images_lib
-
-    grid = images_lib.image_grid(np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8))
-    factor = max(1, -(-min_size // grid.shape[1]))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    images_lib.save_png(path, np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1))
-    return grid
-
-
-# ---------------------------------------------------------------------------------------------------
-# Wiring from a config: network (models), data (data), loss and samplers (core)
+# The job: the network, data, loss and sampler of a config (wiring.py) through the loop
 
 
 def train(config, workdir: str) -> TrainState:
     """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
-    from score_sde import data as data_lib
-    from score_sde import evaluate, models
-
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     model = models.get_model(config)
     train_source = data_lib.get_source(config, "train")
@@ -442,7 +397,7 @@ def train(config, workdir: str) -> TrainState:
 
     sample_fn = None
     if config.training.snapshot_sampling:
-        sample_fn = evaluate.make_sample_fn(config, model, num_samples=min(64, batch_size))
+        sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
     return run_training(
         config,
         workdir,

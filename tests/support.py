@@ -35,3 +35,13 @@ def data_config(dataset: str, image_size: int = 4, num_channels: int = 1, **fiel
     data = dict(centered=False, random_flip=False, uniform_dequantization=False)
     data.update(dataset=dataset, image_size=image_size, num_channels=num_channels, **fields)
     return ml_collections.ConfigDict(dict(seed=0, training=dict(batch_size=8), data=data))
+
+
+def convergence_order(steps, errors) -> float:
+    """The measured order p of a solver whose end-point error behaves as C steps^-p: minus the least-squares
+    slope of log(error) against log(steps). ``errors`` (len(steps), n_points) holds each point's error at each
+    step count; the median over points is fitted, since at few steps a point may change mode and be far off."""
+    import numpy as np
+
+    median = np.median(np.asarray(errors, np.float64).reshape(len(steps), -1), axis=1)
+    return -float(np.polyfit(np.log(np.asarray(steps, np.float64)), np.log(median), 1)[0])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from score_sde import checkpoints, cli, models, train
+from score_sde import config as config_lib
 
 TINY = ["model.nf=8", "model.num_scales=4", "training.batch_size=8"]
 
@@ -65,7 +66,7 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
 
 
 def test_workdir_of_another_network(tmp_path, capsys):
-    config = cli.load_config("configs/small/digits.py", TINY)
+    config = config_lib.load_config("configs/small/digits.py", TINY)
     store = checkpoints.TrainCheckpoints(str(tmp_path))
     w = {"w": np.zeros(1, np.float32)}
     store.save(1, params=w, params_ema=w, opt_state=w, config=config)
@@ -88,7 +89,7 @@ def test_workdir_of_another_network(tmp_path, capsys):
 def _tiny_model_checkpoint(path):
     """A model checkpoint of a narrow digits DDPM++ with random weights (drawn with numpy: compiling the
     network's init costs more CPU than the whole test)."""
-    config = cli.load_config("configs/small/digits.py", TINY)
+    config = config_lib.load_config("configs/small/digits.py", TINY)
     model = models.get_model(config)
     shapes = jax.eval_shape(
         model.init, {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, *train.example_input(config)
@@ -102,7 +103,7 @@ def _tiny_model_checkpoint(path):
 def test_corrupt_model_checkpoint(tmp_path, capsys):
     w = {"w": np.zeros(4, np.float32)}
     checkpoints.save_model(
-        str(tmp_path / "ckpt"), params=w, params_ema=w, config=cli.load_config("configs/small/digits.py")
+        str(tmp_path / "ckpt"), params=w, params_ema=w, config=config_lib.load_config("configs/small/digits.py")
     )
     for root, _, files in os.walk(tmp_path / "ckpt" / "model"):
         for name in files:
@@ -117,7 +118,7 @@ def test_model_checkpoint_appears_only_when_complete(tmp_path, monkeypatch):
     """A save that fails part-way (here: writing the config, after the parameters) leaves no checkpoint under
     the name, so nothing half-written is ever read as a model; the same save then succeeds."""
     w = {"w": np.arange(4, dtype=np.float32)}
-    config = cli.load_config("configs/small/digits.py")
+    config = config_lib.load_config("configs/small/digits.py")
 
     def fail(path, text):
         raise OSError("disk full")

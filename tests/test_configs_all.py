@@ -4,7 +4,7 @@ import ml_collections
 import pytest
 
 from score_sde import sde as sde_lib
-from score_sde.cli import REPO_ROOT, ConfigError, load_config
+from score_sde.config import REPO_ROOT, ConfigError, load_config
 
 CONFIGS = sorted(
     str(p.relative_to(REPO_ROOT))

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import checkpoints, cli, evaluate, likelihood
+from score_sde import checkpoints, evaluate, likelihood
 from score_sde import data as data_lib
+from score_sde.config import load_config
 
 BATCH = 8  # one 8x8 digit per device, one batch per pass
 OVERRIDES = ["eval.bpd_num_repeats=2"]
@@ -21,7 +22,7 @@ OVERRIDES = ["eval.bpd_num_repeats=2"]
 def model(tmp_path):
     """A model checkpoint of the digits config (VP SDE, data in [-1, 1]); its parameters are never used."""
     w = {"w": np.zeros(1, np.float32)}
-    config = cli.load_config("configs/small/digits.py")
+    config = load_config("configs/small/digits.py")
     checkpoints.save_model(str(tmp_path / "ckpt"), params=w, params_ema=w, config=config)
     return str(tmp_path / "ckpt"), config
 

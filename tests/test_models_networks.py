@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from score_sde.cli import load_config
+from score_sde.config import load_config
 from score_sde.models import get_model, get_sigmas
 from score_sde.models import up_or_down_sampling as updown
 from score_sde.models.wideresnet import cifar10_classifier_config

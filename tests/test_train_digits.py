@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from score_sde import data as data_lib
-from score_sde import evaluate, train
-from score_sde.cli import load_config
+from score_sde import train, wiring
+from score_sde.config import load_config
 
 from support import SHARED_DATA
 
@@ -35,8 +35,8 @@ def _losses(workdir):
 
 def _train_and_sample(config, workdir, num_samples):
     train.train(config, str(workdir))
-    model, params_ema, config, _ = evaluate.load_for_eval(str(workdir))
-    sample_fn = evaluate.make_sample_fn(config, model, num_samples=num_samples)
+    model, params_ema, config, _ = wiring.load_for_eval(str(workdir))
+    sample_fn = wiring.make_sample_fn(config, model, num_samples=num_samples)
     images, nfe = sample_fn(params_ema, jax.random.PRNGKey(1))
     return np.asarray(images), int(nfe)
 

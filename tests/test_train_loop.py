@@ -13,8 +13,8 @@ import optax
 import pytest
 from sklearn.datasets import load_digits
 
-from score_sde import checkpoints, parallel, train
-from score_sde.cli import load_config
+from score_sde import checkpoints, parallel, train, wiring
+from score_sde.config import load_config
 
 
 class TinyNet(nn.Module):
@@ -141,7 +141,7 @@ def test_update_rule_matches_definition(tmp_path):
     params, ema = state.params, state.params_ema
     m = jax.tree.map(jnp.zeros_like, params)
     v = jax.tree.map(jnp.zeros_like, params)
-    key = train.stream_key(config, 1)
+    key = wiring.stream_key(config, 1)
     batches = digit_batches(config)(0)
     for step in range(2):
         x = next(batches)
@@ -161,7 +161,7 @@ def test_update_rule_matches_definition(tmp_path):
         ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, params)
     for a, b in zip(jax.tree.leaves((params, ema)), jax.tree.leaves((got.params, got.params_ema))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
-    assert int(train.to_host(got.step)) == 2
+    assert int(parallel.to_host(got.step)) == 2
 
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):

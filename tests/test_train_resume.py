@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from score_sde import checkpoints
-from score_sde.cli import REPO_ROOT
+from score_sde.config import REPO_ROOT
 
 N_ITERS = 24
 # A small DDPM++ on the digits (the README's config, narrowed) with a checkpoint every 4 steps.

@@ -168,19 +168,21 @@ def run_compare(
     run, restarted with the same arguments, resumes where it stopped. ``overrides``: "a.b=value" for
     the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
     ``extractor`` replaces the Inception network (tests)."""
-    from score_sde import checkpoints, cli, data, evaluate, models, parallel
+    from score_sde import checkpoints, data, models, parallel
     from score_sde import sde as sde_lib
+    from score_sde.config import with_overrides
     from score_sde.evaluation import compare as compare_lib
+    from score_sde.wiring import score_fn_for
 
     params, params_ema, config = checkpoints.load_model(checkpoint)
-    config = cli.with_overrides(config, overrides)
+    config = with_overrides(config, overrides)
     params = params_ema if ema else params
     # The samples split over every device when the batch allows it, the weights replicated on them.
     mesh = parallel.data_mesh()
     sharding = parallel.batch_sharding(mesh) if batch_size % mesh.size == 0 else None
     if sharding is not None:
         params = parallel.put_replicated(params, mesh)
-    score_fn = evaluate.score_fn_for(config, models.get_model(config), params)
+    score_fn = score_fn_for(config, models.get_model(config), params)
     sde = sde_lib.get_sde(config)
     settings = compare_lib.grid(samplers, steps, tolerances)
 

@@ -12,14 +12,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from score_sde.sampling.correctors import CORRECTORS, get_corrector, register_corrector
+from score_sde.sampling.grids import GRIDS, check_grid, register_grid, time_grid
 from score_sde.sampling.ode import integrate, ode_sampler
 from score_sde.sampling.pc import pc_sampler
 from score_sde.sampling.predictors import PREDICTORS, get_predictor, register_predictor
+from score_sde.sampling.samplers import SAMPLERS, Sampler, get_sampler, register_sampler
 from score_sde.sde import SDE
 
 __all__ = [
     "CORRECTORS",
+    "GRIDS",
     "PREDICTORS",
+    "SAMPLERS",
+    "Sampler",
+    "check_grid",
+    "get_sampler",
+    "register_grid",
+    "register_sampler",
+    "time_grid",
     "get_corrector",
     "get_predictor",
     "get_sampling_fn",
