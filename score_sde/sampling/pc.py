@@ -37,16 +37,16 @@ def pc_sampler(
     registered name or a function of the predictor's (corrector's) signature (e.g. one wrapped by
     score_sde.conditional.replacement; a `jax.tree_util.Partial` keeps the arrays it holds out of the compiled code).
 
-        Time grid t_0 = T > ... > t_{N-1} = eps (N = sde.N, as the official code). In the order of Algorithm 1,
-        step i runs the predictor from t_i, then `n_steps` corrector steps at the time it reached, t_{i+1}; the
-        last predictor step (from t = eps) is not followed by correctors. (The official code runs the correctors
-        before the predictor at the same t_i, which adds correctors on the prior sample at t = T.)
-        `denoise`: return the last step's mean, without its noise. `eps` defaults to `sde.sampling_eps`.
-        `sharding`: a NamedSharding of the batch (over an Explicit mesh, call inside `jax.set_mesh(mesh)`); the
-        samples are the same as without it.
+    Time grid t_0 = T > ... > t_{N-1} = eps (N = sde.N, as the official code). In the order of Algorithm 1,
+    step i runs the predictor from t_i, then `n_steps` corrector steps at the time it reached, t_{i+1}; the
+    last predictor step (from t = eps) is not followed by correctors. (The official code runs the correctors
+    before the predictor at the same t_i, which adds correctors on the prior sample at t = T.)
+    `denoise`: return the last step's mean, without its noise. `eps` defaults to `sde.sampling_eps`.
+    `sharding`: a NamedSharding of the batch (over an Explicit mesh, call inside `jax.set_mesh(mesh)`); the
+    samples are the same as without it.
 
-        Jitted; score_fn is an argument (a `Partial` from score_sde.score keeps network weights out of the
-        compiled code). Returns (samples (B, ...), nfe): the score evaluations made, counted as they run.
+    Jitted; score_fn is an argument (a `Partial` from score_sde.score keeps network weights out of the
+    compiled code). Returns (samples (B, ...), nfe): the score evaluations made, counted as they run.
     """
     # Unknown names fail here, naming the choices.
     predict = get_predictor(predictor) if isinstance(predictor, str) else predictor
