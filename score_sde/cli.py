@@ -65,10 +65,10 @@ def _add_train(p):
     )
 
 
-def _run_train(args):
+def _training_config(args):
+    """The config to train with and the workdir, both checked before the workdir is created or written to."""
     from score_sde import checkpoints, parallel, train
 
-    # Everything is checked before the workdir is created or written to.
     config = args.config
     if config is None:  # resuming: the config saved with the checkpoints
         saved = checkpoints.TrainCheckpoints(args.workdir).saved_config() if os.path.isdir(args.workdir) else None
@@ -78,7 +78,19 @@ def _run_train(args):
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     workdir = train.check_workdir(args.workdir)
     _log_to_file(workdir)
-    train.train(config, workdir)
+    return config, workdir
+
+
+def _run_train(args):
+    from score_sde import train
+
+    train.train(*_training_config(args))
+
+
+def _run_train_classifier(args):
+    from score_sde import train
+
+    train.train_classifier(*_training_config(args))
 
 
 def _add_model(p):
@@ -323,6 +335,14 @@ COMMANDS: list[Command] = [
         "train a score model from a config (resumes from the workdir's last checkpoint)",
         _add_train,
         _run_train,
+        takes_config=True,
+    ),
+    Command(
+        "train-classifier",
+        "train a time-dependent classifier for class-conditional sampling from a classifier config "
+        "(configs/classifier/; resumes as train does)",
+        _add_train,
+        _run_train_classifier,
         takes_config=True,
     ),
     Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval),
