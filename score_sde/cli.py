@@ -126,6 +126,19 @@ def _add_sample(p):
     p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
     p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's randomness (default 0)")
+    p.add_argument("--class-label", type=int, help="with --classifier: draw samples of this class")
+    p.add_argument(
+        "--classifier",
+        metavar="PATH",
+        help="a time-dependent classifier (train-classifier's workdir, or a converted checkpoint) for the "
+        "score model's SDE and image size, guiding the samples toward --class-label",
+    )
+    p.add_argument(
+        "--guidance-weight",
+        type=float,
+        default=1.0,
+        help="scale of the classifier's gradient (default 1: the exact conditional; larger sharpens)",
+    )
 
 
 def _run_sample(args):
@@ -138,8 +151,75 @@ def _run_sample(args):
         num_samples=args.num_samples,
         batch_size=args.batch_size,
         seed=args.seed,
+        classifier=args.classifier,
+        class_label=args.class_label,
+        guidance_weight=args.guidance_weight,
     )
     print(f"{done['num_samples']} samples in {args.out} ({done['nfe']} network evaluations per batch)")
+
+
+def _add_solve(p):
+    from score_sde import solve
+    from score_sde.conditional.masks import MASKS
+
+    _add_model(p)
+    p.add_argument("--task", required=True, choices=solve.TASKS, help="the measurement of the input images")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the result shards (results_00000.npz, ...; OUT.png: measurement, result, ground truth); "
+        "a restarted command continues after the shards already there",
+    )
+    inputs = p.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--images", help="the ground-truth images: a folder of images or shards, or an .npz / .npy")
+    inputs.add_argument("--split", choices=("train", "test"), help="or a split of the model's dataset")
+    p.add_argument(
+        "--method",
+        default="replacement",
+        choices=solve.METHODS,
+        help="replacement: the paper's (noiseless, PC sampler); dps, pigdm: posterior-sampling guidance with the "
+        "config's sampler (default replacement)",
+    )
+    p.add_argument(
+        "--mask",
+        default="centre_box",
+        help=f"inpaint: {', '.join(sorted(MASKS))}, or a mask file (.npy / .npz, 1 = known) (default centre_box)",
+    )
+    p.add_argument("--factor", type=int, default=2, help="superres: the down-sampling factor (default 2)")
+    p.add_argument("--blur-sigma", type=float, default=1.0, help="deblur: the blur's std in pixels (default 1)")
+    p.add_argument(
+        "--sigma-y", type=float, default=0.0, help="measurement noise std, in the model's data range (default 0)"
+    )
+    p.add_argument("--weight", type=float, default=1.0, help="dps, pigdm: scale of the guidance term (default 1)")
+    p.add_argument("--num-images", type=int, help="solve only the first N input images")
+    p.add_argument("--batch-size", type=int, help="images per shard (default: config.eval.batch_size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks, the measurement noise and the sampler")
+
+
+def _run_solve(args):
+    from score_sde import solve
+
+    done = solve.solve_to_shards(
+        args.model,
+        args.out,
+        task=args.task,
+        images=args.images,
+        split=args.split,
+        mask=args.mask,
+        method=args.method,
+        sigma_y=args.sigma_y,
+        weight=args.weight,
+        factor=args.factor,
+        blur_sigma=args.blur_sigma,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overrides=_overrides(args),
+    )
+    print(
+        f"{done['task']} by {done['method']}: {done['count']} images in {args.out}, PSNR {done['psnr']:.2f} dB, "
+        f"||A x - y|| {done['residual']:.4g} (sigma_y {done['sigma_y']})"
+    )
 
 
 def _add_likelihood(p):
@@ -347,6 +427,13 @@ COMMANDS: list[Command] = [
     ),
     Command("eval", "loss of a trained model on the test split", _add_eval, _run_eval),
     Command("sample", "draw samples with the config's sampler, written in resumable shards", _add_sample, _run_sample),
+    Command(
+        "solve",
+        "inpaint, colorize, super-resolve or deblur images with the model as prior (the replacement method, "
+        "DPS or PiGDM), written in resumable shards",
+        _add_solve,
+        _run_solve,
+    ),
     Command(
         "likelihood",
         "bits/dim through the probability-flow ODE on the train or test split",

@@ -84,9 +84,10 @@ def score_fn_for(config, model, params):
     return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
 
 
-def make_sample_fn(config, model, *, num_samples: int, mesh=None):
+def make_sample_fn(config, model, *, num_samples: int, mesh=None, guide: Callable | None = None):
     """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
-    sampler, the batch split over the devices of ``mesh`` (default: every device)."""
+    sampler, the batch split over the devices of ``mesh`` (default: every device). ``guide(score_fn)``, if
+    given, makes the score the sampler follows (e.g. conditional.classifier_guided)."""
     mesh = parallel.data_mesh() if mesh is None else mesh
     parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
     shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
@@ -99,7 +100,8 @@ def make_sample_fn(config, model, *, num_samples: int, mesh=None):
     )
 
     def sample_fn(params, key):
-        images, nfe = sampling_fn(key, score_fn_for(config, model, params))
+        score_fn = score_fn_for(config, model, params)
+        images, nfe = sampling_fn(key, score_fn if guide is None else guide(score_fn))
         return jnp.clip(images, 0.0, 1.0), nfe
 
     return sample_fn
