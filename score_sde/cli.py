@@ -176,9 +176,8 @@ def _add_solve(p):
     p.add_argument(
         "--method",
         default="replacement",
-        choices=solve.METHODS,
-        help="replacement: the paper's (noiseless, PC sampler); dps, pigdm: posterior-sampling guidance with the "
-        "config's sampler (default replacement)",
+        help=f"one of {', '.join(solve.methods())}. replacement: the paper's (noiseless, PC sampler); the others: "
+        "posterior-sampling guidance with the config's sampler (default replacement)",
     )
     p.add_argument(
         "--mask",
