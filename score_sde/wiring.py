@@ -7,7 +7,7 @@ model comes from here, so that every job builds it the same way:
     score_fn = score_fn_for(config, model, params)                     # score_fn(x, t)
     sample_fn = make_sample_fn(config, model, num_samples=64)          # config.sampling's sampler
     loss_fn = make_loss_fn(config, model, train=True)                  # config.training's loss
-    log_prob_fn = classifier_for(config, "runs/classifier")            # a trained classifier, for guidance
+    log_prob_fn, _ = classifier_for(config, "runs/classifier")         # a trained classifier, for guidance
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from score_sde.conditional import (
     replacement_sampler,
 )
 from score_sde.conditional.operators import matrix
-from score_sde.conditional.replacement import _replace, replaced_corrector, replaced_predictor
-from score_sde.sampling import get_predictor, ode_sampler, pc_sampler
+from score_sde.conditional.replacement import replaced_corrector, replaced_predictor
+from score_sde.sampling import ode_sampler, pc_sampler
 from score_sde.sde import VESDE, VPSDE, subVPSDE
 
 # 250 steps and 1024 samples: the samplers' discretisation errors stay well inside the sampling noise (the
@@ -155,35 +155,14 @@ def test_inpainting_of_factorised_data_is_exact(case):
     assert_matches(UNKNOWN_PART, sde, x[:, 1:], case)
 
 
-def _start_time_predictor(predictor, operator, y, key, x, t, *, sde, score_fn, **options):
-    """The official choice, for comparison: the predictor's replacement at the step's start time t."""
-    step_key, noise_key = jax.random.split(key)
-    x, x_mean = predictor(step_key, x, t, sde=sde, score_fn=score_fn, **options)
-    return _replace(operator, y, sde, noise_key, x, x_mean, t)
-
-
-def replacement_distance(sde, *, start_time=False, y1=0.2, n=N_SAMPLES, seed=0):
-    """Inpaints coordinate 0 of the correlated example mixture given coordinate 1 = y1; returns the samples'
-    coordinate 0, exact samples of the exact conditional p(x_0 | x_1 = y1) pushed to time eps, and the 1-D
-    2-Wasserstein distances (method, exact) and (exact, independent exact: the sampling noise floor)."""
+def replacement_distance(sde, *, y1=0.2, n=N_SAMPLES, seed=0):
+    """Inpaints coordinate 0 of the correlated example mixture given coordinate 1 = y1; returns the samples,
+    and the 1-D 2-Wasserstein distances of their coordinate 0 to exact samples of p(x_0 | x_1 = y1) at eps,
+    and between two exact sample sets (the sampling noise floor)."""
     mixture = analytic.example_mixture()
     operator = Mask.create(np.array([[0.0, 1.0]]))
     y = jnp.tile(jnp.array([[0.0, y1]]), (n, 1))
-    score_fn = analytic.score_fn(mixture, sde)
-    if start_time:
-        predictor = Partial(_start_time_predictor, Partial(get_predictor(PC["predictor"])), operator, y)
-        x, _ = pc_sampler(
-            jax.random.key(seed),
-            score_fn,
-            sde,
-            (n, 2),
-            predictor=predictor,
-            corrector=replaced_corrector(PC["corrector"], operator, y),
-            snr=PC["snr"],
-        )
-        x = operator.project(x, y)
-    else:
-        x, _ = replacement_sampler(jax.random.key(seed), score_fn, sde, operator, y, **PC)
+    x, _ = replacement_sampler(jax.random.key(seed), analytic.score_fn(mixture, sde), sde, operator, y, **PC)
     exact = analytic.marginal(analytic.condition(mixture, [1], [y1]), sde, sde.sampling_eps)
     a = np.sort(np.asarray(x[:, 0]))
     b = np.sort(np.asarray(exact.sample(jax.random.key(seed + 100), n)[0][:, 0]))

@@ -99,13 +99,6 @@ class LinearOperator(abc.ABC):
         y = self.A(x)
         return y + sigma_y * jax.random.normal(key, y.shape, y.dtype) if sigma_y else y
 
-    def check_input(self, x, what: str = "the images") -> None:
-        """Raises ValueError naming `what` unless x has shape (B, *in_shape)."""
-        shape = tuple(np.shape(x))
-        if shape[1:] != tuple(self.in_shape):
-            want = ", ".join(map(str, self.in_shape))
-            raise ValueError(f"{what} have shape {shape}, but the {self.name} operator takes (batch, {want})")
-
 
 def _per_example(a, ndim: int) -> Array:
     """A scalar or a (B,) array, broadcastable against (B, ...) arrays of `ndim` dimensions."""

@@ -10,7 +10,8 @@ every corrector step the measured part of the sample is replaced by a draw of it
 (for a mask: known pixels <- m(t) y + s(t) z; for the grey-scale operator: the first channel of the decoupled
 colour basis), and the unmeasured part evolves under the unconditional score. At the end the measured part is
 set to y itself. Exact where the data law factorises into measured and unmeasured parts; an approximation
-otherwise (it ignores what the measured part says about the rest through p_t).
+otherwise (it ignores what the measured part says about the rest through p_t). The prior sample at T is left
+as it is: its measured part is as far from p_T(y_T | y) as the prior is from p_T.
 
 The time t of the replacement is the time the step reached: the corrector's own time, and for a predictor
 from t the time t - T/N it stepped to (clipped at 0), where the sample now lives. The official
