@@ -90,13 +90,11 @@ def sample_to_shards(
     With ``classifier`` (a trained time-dependent classifier: workdir or model checkpoint) and ``class_label``,
     the samples are of that class: classifier guidance with ``guidance_weight`` (1 = the exact conditional)."""
     model, params, config, step = load_for_eval(model_path, overrides)
-    guide = None
     if (classifier is None) != (class_label is None):
         raise ValueError("class-conditional samples need both --class-label and --classifier")
     if classifier is not None:
         log_prob_fn, classifier_config = classifier_for(config, classifier)
         label = int(check_labels([class_label], int(classifier_config.model.num_classes))[0])
-        guide = _class_guide(log_prob_fn, label, float(guidance_weight))
     num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
     batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
     if num_samples <= 0 or batch_size <= 0:
@@ -126,9 +124,14 @@ def sample_to_shards(
                 os.remove(os.path.join(out, name))
 
     mesh = parallel.data_mesh()
-    sample_fn = make_sample_fn(
-        config, model, num_samples=batch_size, mesh=mesh, guide=None if guide is None else guide(batch_size)
-    )
+    guide = None
+    if classifier is not None:
+        labels = np.full((batch_size,), label, np.int32)
+
+        def guide(score_fn):
+            return classifier_guided(score_fn, log_prob_fn, labels, weight=float(guidance_weight))
+
+    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh, guide=guide)
     params = parallel.put_replicated(params, mesh)
     num_shards = -(-num_samples // batch_size)
     nfe = None
@@ -153,16 +156,6 @@ def sample_to_shards(
         )[:64]
         save_grid(first / 255.0, grid_path(out))
     return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
-
-
-def _class_guide(log_prob_fn, label: int, weight: float):
-    """batch -> guide(score_fn): classifier guidance toward ``label`` for batches of that many samples."""
-
-    def for_batch(batch: int):
-        labels = np.full((batch,), label, np.int32)
-        return lambda score_fn: classifier_guided(score_fn, log_prob_fn, labels, weight=weight)
-
-    return for_batch
 
 
 def evaluate_bpd(
