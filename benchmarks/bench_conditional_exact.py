@@ -9,8 +9,8 @@ sample sets of the same size).
      (the official controllable_generation.py).
   2. DPS and PiGDM on isotropic Gaussian images N(mu, 0.5^2 I) (2 x 4) measured by 2x average pooling with
      noise sigma_y: the 2-Wasserstein distance of the samples' Gaussian fit to the exact posterior, and the
-     RMS residual ||A x - y|| / sqrt(M). PiGDM with data_std = 0.5 is exact; with the paper's data_std = 1
-     it is not.
+     RMS residual ||A x - y|| / sqrt(M). PiGDM with data_std = 0.5 and the constant weight is exact; with the
+     paper's data_std = 1, or the 'signal' weight schedule, it is not.
 
     PYTHONPATH=. python benchmarks/bench_conditional_exact.py [--n 4096] [--y1 0.2]
 """
@@ -117,7 +117,11 @@ def posterior_rows(n: int) -> list[str]:
             methods = {
                 "PiGDM, data_std 0.5 (exact)": pigdm(prior, sde, POOL, y, sigma_y=sigma_y, data_std=DATA_STD),
                 "PiGDM, data_std 1 (the paper's)": pigdm(prior, sde, POOL, y, sigma_y=sigma_y),
+                "PiGDM, data_std 0.5, signal schedule": pigdm(
+                    prior, sde, POOL, y, sigma_y=sigma_y, data_std=DATA_STD, schedule="signal"
+                ),
                 "DPS, weight 1": dps(prior, sde, POOL, y, sigma_y=sigma_y),
+                "DPS, signal schedule": dps(prior, sde, POOL, y, sigma_y=sigma_y, schedule="signal"),
             }
             for method, score_fn in methods.items():
                 for sampler in ("PC", "ODE Heun 100"):

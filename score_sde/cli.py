@@ -190,6 +190,13 @@ def _add_solve(p):
         "--sigma-y", type=float, default=0.0, help="measurement noise std, in the model's data range (default 0)"
     )
     p.add_argument("--weight", type=float, default=1.0, help="dps, pigdm: scale of the guidance term (default 1)")
+    p.add_argument(
+        "--weight-schedule",
+        default="constant",
+        help="dps, pigdm: the guidance term's weight over time, constant (as derived; exact for PiGDM on Gaussian "
+        "data) or signal (m^2 / (m^2 + s^2): off where x_t holds no signal, which keeps a learnt model's guidance "
+        "from exploding near t = T) (default constant)",
+    )
     p.add_argument("--num-images", type=int, help="solve only the first N input images")
     p.add_argument("--batch-size", type=int, help="images per shard (default: config.eval.batch_size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks, the measurement noise and the sampler")
@@ -208,6 +215,7 @@ def _run_solve(args):
         method=args.method,
         sigma_y=args.sigma_y,
         weight=args.weight,
+        schedule=args.weight_schedule,
         factor=args.factor,
         blur_sigma=args.blur_sigma,
         num_images=args.num_images,

@@ -138,7 +138,7 @@ def make_operator(task: str, shape, *, mask=None, factor: int = 2, blur_sigma: f
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
-def _solver(config, method: str, sde, shape, *, sigma_y: float, weight: float, sharding):
+def _solver(config, method: str, sde, shape, *, sigma_y: float, weight: float, schedule: str, sharding):
     """solve(key, score_fn, operator, y) -> (x (B, H, W, C) in the model's range, nfe), and check(operator, y)
     raising ValueError if the method cannot take the operator (or the measurement's shape)."""
     s = config.sampling
@@ -173,10 +173,18 @@ def _solver(config, method: str, sde, shape, *, sigma_y: float, weight: float, s
     sampling_fn = sampling.get_sampling_fn(config, sde, shape, sharding=sharding)
 
     def solve(key, score_fn, operator, y):
-        return sampling_fn(key, guidance(score_fn, sde, operator, y, sigma_y=sigma_y, weight=weight))
+        return sampling_fn(key, guidance(score_fn, sde, operator, y, sigma_y=sigma_y, weight=weight, schedule=schedule))
 
     def check(operator, y):
-        guidance(lambda x, t: x, sde, operator, jnp.zeros(y.shape, y.dtype), sigma_y=sigma_y, weight=weight)
+        guidance(
+            lambda x, t: x,
+            sde,
+            operator,
+            jnp.zeros(y.shape, y.dtype),
+            sigma_y=sigma_y,
+            weight=weight,
+            schedule=schedule,
+        )
 
     return solve, check
 
@@ -203,6 +211,7 @@ def solve_to_shards(
     method: str = "replacement",
     sigma_y: float = 0.0,
     weight: float = 1.0,
+    schedule: str = "constant",
     factor: int = 2,
     blur_sigma: float = 1.0,
     num_images: int | None = None,
@@ -228,7 +237,9 @@ def solve_to_shards(
     scaler, inverse_scaler = data_lib.get_data_scaler(config), data_lib.get_data_inverse_scaler(config)
     sde = sde_lib.get_sde(config)
     sharding = parallel.batch_sharding(mesh)
-    solve, check = _solver(config, method, sde, shape, sigma_y=float(sigma_y), weight=float(weight), sharding=sharding)
+    solve, check = _solver(
+        config, method, sde, shape, sigma_y=float(sigma_y), weight=float(weight), schedule=schedule, sharding=sharding
+    )
     # Every argument is checked before anything is written: the task's operator, and the method on it.
     probe = make_operator(
         task,
@@ -246,6 +257,7 @@ def solve_to_shards(
         "method": method,
         "sigma_y": float(sigma_y),
         "weight": float(weight),
+        "schedule": schedule if method != "replacement" else None,
         "mask": mask if task == "inpaint" else None,
         "factor": int(factor) if task == "superres" else None,
         "blur_sigma": float(blur_sigma) if task == "deblur" else None,

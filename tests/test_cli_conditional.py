@@ -137,6 +137,10 @@ def test_bad_solve_input_is_named(model, tmp_path, capsys):
         (["--task", "inpaint", "--split", "test", "--mask", "ring"], "--mask 'ring' is neither a mask file"),
         (["--task", "inpaint", "--split", "test", "--method", "ddrm"], "unknown method 'ddrm'; choose one of"),
         (
+            ["--task", "superres", "--split", "test", "--method", "pigdm", "--weight-schedule", "cosine"],
+            "unknown guidance weight schedule 'cosine'; registered: ['constant', 'signal']",
+        ),
+        (
             ["--task", "inpaint", "--images", _write(tmp_path / "big.npy", np.full((2, 8, 8, 1), 1.5, np.float32))],
             "must be uint8 or floats in [0, 1]; they hold float32 values in [1.5, 1.5]",
         ),

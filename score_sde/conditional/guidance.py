@@ -38,9 +38,8 @@ Array = jax.Array
 LogProbFn = Callable[[Array, Array, Array], Array]
 
 GUIDANCE: Registry[Callable[..., Partial]] = Registry("posterior-sampling guidance")
-register_guidance = (
-    GUIDANCE.register
-)  # ``@register_guidance("name")``: f(score_fn, sde, operator, y, *, sigma_y, weight)
+# ``@register_guidance("name")``: f(score_fn, sde, operator, y, *, sigma_y, weight, schedule) -> score_fn
+register_guidance = GUIDANCE.register
 
 
 def _classifier_guided(score_fn, log_prob_fn, labels, weight, x, t):
@@ -83,39 +82,81 @@ def _denoised(score_fn, sde: SDE, t: Array):
     return fn
 
 
-def _dps(score_fn, sde, operator, y, sigma_y, weight, x, t):
+# Weight schedules w(t) multiplying a posterior-sampling guidance term: fn(sde, t) -> (B,).
+SCHEDULES: Registry[Callable[[SDE, Array], Array]] = Registry("guidance weight schedule")
+
+
+@SCHEDULES.register("constant")
+def constant(sde: SDE, t: Array) -> Array:
+    """w(t) = 1: the term as derived (PiGDM then exact for Gaussian data)."""
+    return jnp.ones_like(t)
+
+
+@SCHEDULES.register("signal")
+def signal(sde: SDE, t: Array) -> Array:
+    """w(t) = m^2 / (m^2 + s^2), the share of x_t's variance that is signal (for data of unit variance): 1 as
+    t -> 0, vanishing as t -> T, where x0(x_t) is 1/m times the score's error and its Jacobian with it (a
+    learnt score's guidance then explodes at t ~ T: 30 to 10^4 times the score on the digits model)."""
+    mean_coeff, std = sde.marginal_coeffs(t)
+    return mean_coeff**2 / (mean_coeff**2 + std**2)
+
+
+def _schedule(name: str) -> Partial:
+    return as_pytree(SCHEDULES.lookup(name))
+
+
+def _dps(score_fn, sde, operator, y, sigma_y, weight, schedule, x, t):
     def log_likelihood(x):
         x0, score = _denoised(score_fn, sde, t)(x)
         return -0.5 * jnp.sum((y - operator.A(x0)) ** 2) / sigma_y**2, score
 
     grad, score = jax.grad(log_likelihood, has_aux=True)(x)
-    return score + weight * grad
+    return score + batch_mul(weight * schedule(sde, t), grad)
 
 
 @register_guidance("dps")
-def dps(score_fn: ScoreFn, sde: SDE, operator: LinearOperator, y, *, sigma_y: float, weight: float = 1.0) -> Partial:
+def dps(
+    score_fn: ScoreFn,
+    sde: SDE,
+    operator: LinearOperator,
+    y,
+    *,
+    sigma_y: float,
+    weight: float = 1.0,
+    schedule: str = "constant",
+) -> Partial:
     """Diffusion posterior sampling (Chung et al., 2023): score + weight grad_x log N(y; A x0(x), sigma_y^2 I)
     = score - weight grad_x ||y - A x0(x, t)||^2 / (2 sigma_y^2). Needs sigma_y > 0.
 
     Chung et al. take steps of zeta' / ||y - A x0|| times the gradient of the squared residual inside their
     DDPM loop; as a score, the step sizes are the sampler's, and `weight` scales the term instead (1 = the
-    Gaussian likelihood approximation above). One score evaluation and one vector-Jacobian product per call.
+    Gaussian likelihood approximation above), times the `schedule` w(t) ('constant' or 'signal', `SCHEDULES`).
+    One score evaluation and one vector-Jacobian product per call.
     """
     _check_measurement(operator, y)
     if not sigma_y > 0:
         raise ValueError(
             f"dps needs the measurement noise sigma_y > 0 (its likelihood N(y; A x0, sigma_y^2)), got {sigma_y}"
         )
-    return Partial(_dps, as_pytree(score_fn), sde, operator, jnp.asarray(y), jnp.float32(sigma_y), jnp.float32(weight))
+    return Partial(
+        _dps,
+        as_pytree(score_fn),
+        sde,
+        operator,
+        jnp.asarray(y),
+        jnp.float32(sigma_y),
+        jnp.float32(weight),
+        _schedule(schedule),
+    )
 
 
-def _pigdm(score_fn, sde, operator, y, sigma_y, weight, data_std, x, t):
+def _pigdm(score_fn, sde, operator, y, sigma_y, weight, schedule, data_std, x, t):
     mean_coeff, std = sde.marginal_coeffs(t)
     x0, vjp, score = jax.vjp(_denoised(score_fn, sde, t), x, has_aux=True)
     r2 = data_std**2 * std**2 / (mean_coeff**2 * data_std**2 + std**2)  # Var[x_0 | x_t] of N(mu, data_std^2 I) data
     v = operator.gram_solve(y - operator.A(x0), r2, sigma_y**2)
     (grad,) = vjp(operator.At(v))
-    return score + weight * grad
+    return score + batch_mul(weight * schedule(sde, t), grad)
 
 
 @register_guidance("pigdm")
@@ -127,11 +168,13 @@ def pigdm(
     *,
     sigma_y: float,
     weight: float = 1.0,
+    schedule: str = "constant",
     data_std: float = 1.0,
 ) -> Partial:
-    """Pseudoinverse-guided diffusion (Song, Vahdat, Mardani & Kautz, 2023): score + weight g with
+    """Pseudoinverse-guided diffusion (Song, Vahdat, Mardani & Kautz, 2023): score + weight w(t) g with
     g = (dx0/dx)^T A^T (r_t^2 A A^T + sigma_y^2 I)^-1 (y - A x0(x, t)),  r_t^2 = d^2 s^2 / (m^2 d^2 + s^2),
-    d = data_std (1 as in the paper, for data of unit scale), m, s the SDE's perturbation coefficients.
+    d = data_std (1 as in the paper, for data of unit scale), m, s the SDE's perturbation coefficients, and
+    w(t) the `schedule` ('constant' or 'signal', `SCHEDULES`).
 
     Exact for data N(mu, d^2 I) (then p(x_0 | x_t) is N(x0, r_t^2 I)). sigma_y may be 0 for operators that
     solve noiseless systems (masks, grey-scale, pooling; not the blur). One score evaluation and one
@@ -153,5 +196,6 @@ def pigdm(
         jnp.asarray(y),
         jnp.float32(sigma_y),
         jnp.float32(weight),
+        _schedule(schedule),
         jnp.float32(data_std),
     )
