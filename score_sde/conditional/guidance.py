@@ -6,6 +6,7 @@ conditional law unchanged.
     score_fn = dps(score_fn, sde, operator, y, sigma_y=0.05)                     # y = A x + sigma_y n
     score_fn = pigdm(score_fn, sde, operator, y, sigma_y=0.0)
     score_fn = GUIDANCE.lookup("pigdm")(score_fn, sde, operator, y, sigma_y=0.0)  # the same, by name
+    score_fn = pigdm(score_fn, sde, operator, y, sigma_y=0.0, schedule="signal")  # weight m^2/(m^2+s^2)
 
 Each is a `jax.tree_util.Partial` whose leaves are the given score function's (network weights), the
 labels or the measurement, and the weight: a jitted sampler compiles once per kind of guidance.
@@ -17,6 +18,9 @@ methods replace p(x_0 | x_t) by a distribution around Tweedie's denoised estimat
   - PiGDM (Song et al., 2023): N(x0, r_t^2 I) with r_t^2 the posterior variance of data N(mu, data_std^2 I),
     so p_t(y | x_t) ~ N(y; A x0, r_t^2 A A^T + sigma_y^2 I). For such Gaussian data this is exact: with the
     exact prior score and weight 1, PiGDM's score is the exact posterior score.
+With a learnt score, x0(x_t) = (x_t + s^2 score) / m carries 1/m times the score's error, and so does the
+guidance term: near t = T (m(T) = 0.007 for the VP SDE) it explodes and the samplers diverge. The weight
+schedule 'signal', w(t) = m^2 / (m^2 + s^2), turns the term off where x_t holds no signal (`SCHEDULES`).
 """
 
 from __future__ import annotations
