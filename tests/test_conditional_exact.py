@@ -295,3 +295,19 @@ def test_replaced_part_has_the_law_of_the_time_reached(step):
     known = np.asarray(x[:, 0], np.float64)
     assert abs(known.mean() - m * 0.7) < 5 * s / np.sqrt(n)
     assert abs(known.std() / s - 1) < 5 / np.sqrt(2 * n)
+
+
+def test_signal_schedule_scales_the_guidance_term():
+    """pigdm and dps with schedule 'signal' add m^2 / (m^2 + s^2) times the constant schedule's term."""
+    sde, n = SDES["vp"], 64
+    y = jnp.tile(Y, (n, 1, 1, 1))
+    prior = Partial(_image_score, analytic.score_fn(PRIOR, sde))
+    x = jax.random.normal(jax.random.key(3), (n, *IMAGE))
+    t = jnp.linspace(0.01, 1.0, n)
+    m, s = sde.marginal_coeffs(t)
+    w = (m**2 / (m**2 + s**2))[:, None, None, None]
+    score = prior(x, t)
+    for guide in (pigdm, dps):
+        constant = jax.jit(guide(prior, sde, POOL, y, sigma_y=SIGMA_Y))(x, t) - score
+        signal = jax.jit(guide(prior, sde, POOL, y, sigma_y=SIGMA_Y, schedule="signal"))(x, t) - score
+        np.testing.assert_allclose(signal, w * constant, rtol=1e-4, atol=1e-5)
