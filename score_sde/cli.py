@@ -159,11 +159,14 @@ def _run_sample(args):
 
 
 def _add_solve(p):
-    from score_sde import solve
-    from score_sde.conditional.masks import MASKS
-
+    # No imports here: building the parser must not import the jobs (their libraries set up logging handlers).
     _add_model(p)
-    p.add_argument("--task", required=True, choices=solve.TASKS, help="the measurement of the input images")
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=("inpaint", "colorize", "superres", "deblur"),
+        help="the measurement of the input images",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -176,13 +179,14 @@ def _add_solve(p):
     p.add_argument(
         "--method",
         default="replacement",
-        help=f"one of {', '.join(solve.methods())}. replacement: the paper's (noiseless, PC sampler); the others: "
-        "posterior-sampling guidance with the config's sampler (default replacement)",
+        help="replacement: the paper's (noiseless, the PC sampler); pigdm, dps or another registered guidance: "
+        "posterior sampling with the config's sampler (default replacement)",
     )
     p.add_argument(
         "--mask",
         default="centre_box",
-        help=f"inpaint: {', '.join(sorted(MASKS))}, or a mask file (.npy / .npz, 1 = known) (default centre_box)",
+        help="inpaint: centre_box, random_box, half, random_pixels (conditional/masks.py), or a mask file "
+        "(.npy / .npz, 1 = known) (default centre_box)",
     )
     p.add_argument("--factor", type=int, default=2, help="superres: the down-sampling factor (default 2)")
     p.add_argument("--blur-sigma", type=float, default=1.0, help="deblur: the blur's std in pixels (default 1)")
