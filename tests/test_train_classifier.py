@@ -68,7 +68,7 @@ def _logged_steps(workdir):
         return 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the suite runs heavy tests first, apart from this module's others
 def runs(tmp_path_factory):
     """The workdir of an uninterrupted run, and the environment sharing its compilations with later runs."""
     tmp = tmp_path_factory.mktemp("classifier")
