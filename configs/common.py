@@ -42,6 +42,21 @@ def base_config() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.ode_steps = None
+    # Any registered sampler by name (sampling.method: "ddim", "edm:heun", "ipndm", "adaptive_sde", ...; see
+    # score_sde/sampling/) on a time grid: `schedule` (uniform, logsnr, karras, quadratic) with `steps`
+    # intervals, or as many as a budget of `nfe` network evaluations allows. Its options are read from the
+    # entries of the same names; None keeps the sampler's default.
+    sampling.nfe = None
+    sampling.steps = None
+    sampling.schedule = "uniform"
+    sampling.eta = None  # ddim: 0 deterministic, 1 DDPM's ancestral noise
+    sampling.s_churn = None  # edm:euler, edm:heun: stochastic churn (S_churn, S_tmin, S_tmax, S_noise)
+    sampling.s_tmin = None
+    sampling.s_tmax = None
+    sampling.s_noise = None
+    sampling.order = None  # ipndm, ipndm_v: 1-4
+    sampling.abstol = None  # adaptive_sde: its tolerances
+    sampling.reltol = None
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 9

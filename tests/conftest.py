@@ -9,6 +9,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (must follow the environment above)
 
+import score_sde  # noqa: E402, F401  (adds its XLA flags before jax starts its backends)
+
 assert jax.device_count() == 8, "XLA_FLAGS was set after jax initialised its backends"
 
 

@@ -191,6 +191,7 @@ def test_run_compare_from_checkpoint(tmp_path):
 
     class Features(PixelFeatures):
         meta = {"sha256": "pixels", "source": "pixels", "source_sha256": "pixels", "has_logits": False}
+        resize = "tf1"
 
     out = str(tmp_path / "cmp")
     kw = dict(

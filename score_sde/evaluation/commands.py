@@ -59,15 +59,17 @@ def run_fid_stats(
     split: str = "train",
     weights: str | None = None,
     fid_batch_size: int = 200,
+    resize: str = "tf1",
 ) -> stats_lib.FeatureStats:
     """``fid-stats OUT (--images PATH | --config CONFIG [--split SPLIT])``: reference statistics of every
     image of a dataset split (config.data, uint8, no dequantisation) or of the images at PATH (a folder
     of images or of .npz/.npy shards, or one .npz/.npy), written to OUT (.npz + .json record). An
     existing OUT made the same way (data, split, weights, preprocessing) is reused; one made
-    differently is an error, never overwritten."""
+    differently is an error, never overwritten. ``resize``: the resize convention before the Inception
+    (`inception.RESIZES`: "tf1", the default, "pytorch-fid" or "clean-fid"), recorded with the statistics."""
     if (images is None) == (config is None):
         raise ValueError("fid-stats needs exactly one of --images PATH or --config CONFIG")
-    extractor = InceptionFeatures(weights, batch_size=fid_batch_size)
+    extractor = InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
     if images is not None:
         record = stats_lib.make_record(extractor, f"path:{os.path.abspath(images)}", "all")
         batches = lambda: images_lib.iter_batches(images, fid_batch_size)  # noqa: E731
@@ -109,16 +111,18 @@ def run_fid(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    resize: str = "tf1",
 ) -> dict:
     """``fid A B``: FID and KID between two image sets, each a statistics file (from fid-stats, or
     pytorch-fid / official score_sde .npz) or images (folder, .npz, .npy); the Inception Score of A
     when A is images and the weights have logits. Returns ``{"fid", "kid", "inception_score",
-    "n_a", "n_b"}`` (None where a metric cannot be computed)."""
+    "n_a", "n_b"}`` (None where a metric cannot be computed). ``resize``: the resize convention of the images'
+    features (see `run_fid_stats`); statistics made with another one are refused."""
     extractor = None
 
     def extractor_factory():
         nonlocal extractor
-        extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)
+        extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
         return extractor
 
     stats_a, rec_a = _stats_of(a, extractor_factory, fid_batch_size)
@@ -148,7 +152,9 @@ def run_compare(
     out: str,
     *,
     samplers: list[str],
-    steps: list[int],
+    steps: list[int] = (),
+    nfe: list[int] = (),
+    schedule: str = "uniform",
     tolerances: list[float] = (1e-5,),
     num_samples: int = 10000,
     batch_size: int = 500,
@@ -159,15 +165,19 @@ def run_compare(
     fid_batch_size: int = 200,
     overrides: list[str] = (),
     extractor=None,
+    resize: str = "tf1",
 ) -> list[dict]:
-    """``compare CHECKPOINT OUT --samplers ... --steps ...``: for a model checkpoint, every sampler at
-    every step count (adaptive ODE methods at every tolerance) -> ``num_samples`` samples each, FID and
-    KID against the reference statistics, ``OUT/results.csv``, ``OUT/fid_vs_nfe.png`` and a sample grid
-    per setting. Reference statistics: REF_STATS if given and present, else computed (and cached there,
-    default ``OUT/reference_train.npz``) from the training split of the checkpoint's dataset. A killed
-    run, restarted with the same arguments, resumes where it stopped. ``overrides``: "a.b=value" for
-    the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
-    ``extractor`` replaces the Inception network (tests)."""
+    """``compare CHECKPOINT OUT --samplers ... (--nfe ... | --steps ...) [--schedule S]``: for a model
+    checkpoint, every sampler (a registered name, ``pc:PREDICTOR:CORRECTOR``, optionally ``@SCHEDULE``) at
+    every NFE budget and step count on ``schedule`` (adaptive samplers at every tolerance) -> ``num_samples``
+    samples each, FID and KID against the reference statistics, ``OUT/results.csv``, ``OUT/fid_vs_nfe.png``
+    and a sample grid per setting. The samplers' options come from the checkpoint's config.sampling (with
+    the overrides), as for ``sample``. Reference statistics: REF_STATS if given and present, else computed
+    (and cached there, default ``OUT/reference_train.npz``) from the training split of the checkpoint's
+    dataset. A killed run, restarted with the same arguments, resumes where it stopped. ``overrides``:
+    "a.b=value" for the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
+    ``extractor`` replaces the Inception network (tests); ``resize``: its resize convention (see
+    `run_fid_stats`)."""
     from score_sde import checkpoints, data, models, parallel
     from score_sde import sde as sde_lib
     from score_sde.config import with_overrides
@@ -184,9 +194,9 @@ def run_compare(
         params = parallel.put_replicated(params, mesh)
     score_fn = score_fn_for(config, models.get_model(config), params)
     sde = sde_lib.get_sde(config)
-    settings = compare_lib.grid(samplers, steps, tolerances)
+    settings = compare_lib.grid(samplers, steps, tolerances, nfe, schedule)
 
-    extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size)
+    extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
     ref_stats = ref_stats or os.path.join(out, "reference_train.npz")
     if stats_lib.is_stats_file(ref_stats) and not os.path.exists(ref_stats + ".json"):
         reference = stats_lib.load_stats(ref_stats)[0]  # foreign statistics: used as given
@@ -206,6 +216,9 @@ def run_compare(
         n_steps_each=int(s.get("n_steps_each", 1)),
         noise_removal=bool(s.get("noise_removal", True)),
     )
+    # The other samplers' options the config sets (eta, s_churn, order, ...; rtol and atol are the tolerances').
+    chosen = compare_lib.option_keys() - set(options) - {"rtol", "atol"}
+    options.update({k: s[k] for k in sorted(chosen) if s.get(k, None) is not None})
     d = config.data
     bar = tqdm.tqdm(total=len(settings) * -(-num_samples // batch_size), unit="batch", desc="compare")
 
@@ -240,7 +253,8 @@ def run_compare(
     for r in rows:
         kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f}"
         print(
-            f"{r['sampler']:32s} steps={r['steps'] or '-':>5} tol={r['tol'] or '-':>7} NFE={r['nfe']:7.1f} "
-            f"FID={r['fid']:9.3f} KID={kid} ({r['sampling_seconds']:.0f} s)"
+            f"{r['sampler']:32s} {r.get('schedule') or 'uniform':>9} steps={r['steps'] or '-':>5} "
+            f"tol={r['tol'] or '-':>7} NFE={r['nfe']:7.1f} FID={r['fid']:9.3f} KID={kid} "
+            f"({r['sampling_seconds']:.0f} s)"
         )
     return rows

@@ -1,5 +1,5 @@
 """Sampler comparison: FID and KID against the number of network evaluations (NFE), for a grid of
-samplers and step counts, resumable after a kill.
+samplers (any registered one, by name) and NFE budgets or step counts, resumable after a kill.
 
 Layout of the output folder::
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -31,57 +32,95 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from score_sde import files
+from score_sde import files, sampling
 from score_sde.evaluation import images as images_lib
 from score_sde.evaluation import metrics
 from score_sde.evaluation.stats import FeatureStats, compute_stats
-from score_sde.sampling import get_corrector, get_predictor, ode_sampler, pc_sampler
-from score_sde.sampling.ode import ADAPTIVE
 
-CSV_COLUMNS = ("sampler", "steps", "tol", "nfe", "fid", "kid", "sampling_seconds", "num_samples")
+CSV_COLUMNS = ("sampler", "schedule", "budget", "steps", "tol", "nfe", "fid", "kid", "sampling_seconds", "num_samples")
 GRID_IMAGES = 64
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One sampler configuration: ``sampler`` is ``"pc:<predictor>:<corrector>"`` or
-    ``"ode:<method>"``; ``steps`` the number of time steps (PC: the SDE's N; fixed-step ODE:
-    num_steps), None for an adaptive ODE method, which takes the tolerance ``tol`` (rtol = atol)."""
+    """One sampler configuration. ``sampler`` is a registered sampler's name (``"edm:heun"``, ``"ddim"``,
+    ``"ode:rk45"``, ``"pc"``) or ``"pc:<predictor>:<corrector>"``, optionally ``@<schedule>`` (its own time
+    grid); ``budget`` an NFE budget (translated to steps by `Sampler.steps`) or ``steps`` the number of
+    steps (the grid's intervals; for PC its N time points, the SDE's N as in the paper); neither for an
+    adaptive sampler, which takes the tolerance ``tol`` (rtol = atol of an ODE solver). ``schedule`` is the
+    grid of every sampler without its own."""
 
     sampler: str
     steps: int | None = None
     tol: float | None = None
+    budget: int | None = None
+    schedule: str = "uniform"
+
+    @property
+    def grid_name(self) -> str:
+        return self.sampler.partition("@")[2] or self.schedule
 
     @property
     def name(self) -> str:
-        """A file-name-safe, unique label, e.g. ``pc-reverse_diffusion-langevin_steps20``."""
-        base = re.sub(r"[^A-Za-z0-9_.-]", "-", self.sampler)
+        """A file-name-safe, unique label, e.g. ``pc-reverse_diffusion-langevin_steps20``,
+        ``edm-heun-karras_nfe10``."""
+        spec = self.sampler.partition("@")[0] + ("" if self.grid_name == "uniform" else f"@{self.grid_name}")
+        base = re.sub(r"[^A-Za-z0-9_.-]", "-", spec)
+        if self.budget is not None:
+            return f"{base}_nfe{self.budget}"
         return f"{base}_steps{self.steps}" if self.steps is not None else f"{base}_tol{self.tol:g}"
 
 
-def _parse(sampler: str) -> tuple[str, tuple[str, ...]]:
-    kind, *args = sampler.lower().split(":")
+def _parse(spec: str) -> tuple[sampling.Sampler, dict]:
+    """The registered sampler a setting's ``sampler`` names, and the options its name fixes (a PC sampler's
+    predictor and corrector); the schedule after "@" is checked."""
+    name, _, schedule = spec.lower().partition("@")
+    if schedule:
+        sampling.GRIDS.lookup(schedule, f"the schedule of {spec!r}")
+    kind, *args = name.split(":")
     if kind == "pc" and len(args) == 2:
-        get_predictor(args[0]), get_corrector(args[1])  # unknown names fail here, listing the choices
-        return kind, tuple(args)
-    if kind == "ode" and len(args) == 1:
-        return kind, tuple(args)
-    raise ValueError(f"sampler {sampler!r}: expected 'pc:<predictor>:<corrector>' or 'ode:<method>'")
+        sampling.get_predictor(args[0]), sampling.get_corrector(args[1])  # unknown names fail here
+        return sampling.get_sampler("pc"), dict(predictor=args[0], corrector=args[1])
+    if name in sampling.SAMPLERS:
+        return sampling.get_sampler(name), {}
+    raise ValueError(
+        f"sampler {spec!r}: expected 'pc:<predictor>:<corrector>' or 'ode:<method>' or a registered sampler "
+        f"(optionally @<schedule>): {sorted(sampling.SAMPLERS)}"
+    )
 
 
-def grid(samplers: Sequence[str], steps: Sequence[int], tolerances: Sequence[float] = (1e-5,)) -> list[Setting]:
-    """Every sampler at every step count; adaptive ODE methods (rk45, tsit5, bosh3) at every tolerance."""
+def grid(
+    samplers: Sequence[str],
+    steps: Sequence[int] = (),
+    tolerances: Sequence[float] = (1e-5,),
+    nfe: Sequence[int] = (),
+    schedule: str = "uniform",
+) -> list[Setting]:
+    """Every sampler at every NFE budget and every step count, on ``schedule`` (unless its name has its own
+    ``@schedule``); adaptive samplers (ode:rk45, tsit5, bosh3, adaptive_sde) at every tolerance. A budget
+    below what a sampler needs fails here, naming it."""
+    sampling.GRIDS.lookup(schedule, "the schedule")
     settings = []
-    for sampler in samplers:
-        kind, args = _parse(sampler)
-        if kind == "ode" and args[0] in ADAPTIVE:
-            settings += [Setting(sampler, None, float(tol)) for tol in tolerances]
-        else:
-            settings += [Setting(sampler, int(n)) for n in steps]
+    for spec in samplers:
+        sampler, fixed = _parse(spec)
+        if sampler.adaptive:
+            settings += [Setting(spec, None, float(tol), schedule=schedule) for tol in tolerances]
+            continue
+        if not steps and not nfe:
+            raise ValueError(f"sampler {spec!r} needs NFE budgets (--nfe) or step counts (--steps)")
+        for budget in nfe:
+            sampler.steps(int(budget), **fixed)
+        settings += [Setting(spec, None, None, int(b), schedule) for b in nfe]
+        settings += [Setting(spec, int(n), schedule=schedule) for n in steps]
     names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise ValueError(f"the grid repeats a setting: {names}")
     return settings
+
+
+def option_keys() -> set[str]:
+    """The config.sampling entries some registered sampler takes an option from (`samplers.options_from`)."""
+    return {sampling.CONFIG_KEYS.get(o, o) for sampler in sampling.SAMPLERS.values() for o in sampler.options}
 
 
 def sampling_fn(
@@ -93,27 +132,25 @@ def sampling_fn(
     n_steps_each: int = 1,
     noise_removal: bool = True,
     sharding=None,
-) -> Callable:
-    """``fn(key, score_fn) -> (samples, nfe)`` for one setting; PC options as config.sampling."""
-    kind, args = _parse(setting.sampler)
-    if kind == "pc":
-        stepped = dataclasses.replace(sde, N=setting.steps)  # the time grid; the score is unchanged
-        return lambda key, score_fn: pc_sampler(
-            key,
-            score_fn,
-            stepped,
-            shape,
-            predictor=args[0],
-            corrector=args[1],
-            snr=snr,
-            n_steps=n_steps_each,
-            denoise=noise_removal,
-            sharding=sharding,
-        )
-    options = dict(rtol=setting.tol, atol=setting.tol) if setting.steps is None else dict(num_steps=setting.steps)
-    return lambda key, score_fn: ode_sampler(
-        key, score_fn, sde, shape, method=args[0], denoise=noise_removal, sharding=sharding, **options
-    )
+    **options,
+) -> tuple[Callable, int | None]:
+    """(``fn(key, score_fn) -> (samples, nfe)``, the steps it takes) for one setting. The options are the
+    samplers' by their config.sampling names (snr, n_steps_each, noise_removal as config.sampling's defaults;
+    eta, s_churn, order, ...): each sampler takes those it has, the ones its name fixes and the setting's
+    tolerance overriding them."""
+    sampler, fixed = _parse(setting.sampler)
+    options.update(snr=snr, n_steps_each=n_steps_each, noise_removal=noise_removal)
+    chosen = {**sampling.options_from(sampler, options), **fixed}
+    steps = None
+    if sampler.adaptive:
+        chosen.update({name: setting.tol for name in sampler.tolerance})
+    elif setting.budget is not None:
+        steps = sampler.steps(setting.budget, **chosen)
+    else:
+        steps = setting.steps - 1 if sampler.name == "pc" else setting.steps
+    run = functools.partial(sampling.sample, sampler, schedule=setting.grid_name, steps=steps, sharding=sharding)
+    recorded = steps + 1 if sampler.name == "pc" else steps  # PC: its N time points
+    return (lambda key, score_fn: run(key, score_fn, sde, shape, **chosen)), recorded
 
 
 def _check_manifest(out_dir: str, manifest: dict) -> None:
@@ -177,6 +214,7 @@ def _shards(directory: str) -> list[str]:
 
 def _evaluate_setting(
     setting: Setting,
+    steps: int | None,
     directory: str,
     grid_path: str,
     *,
@@ -211,7 +249,9 @@ def _evaluate_setting(
     )
     return {
         "sampler": setting.sampler,
-        "steps": setting.steps,
+        "schedule": setting.grid_name,
+        "budget": setting.budget,
+        "steps": steps,
         "tol": setting.tol,
         "nfe": float(np.mean(nfes)),
         "fid": metrics.frechet_distance(sample_stats.mu, sample_stats.sigma, reference.mu, reference.sigma),
@@ -226,21 +266,27 @@ def write_csv(path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_COLUMNS})
     files.write_text(path, buf.getvalue())
 
 
+def _line(row: dict) -> str:
+    """A row's line in the plot: its sampler, with its schedule unless uniform or named in the sampler."""
+    schedule = row.get("schedule") or "uniform"
+    return row["sampler"] if schedule == "uniform" or "@" in row["sampler"] else f"{row['sampler']} ({schedule})"
+
+
 def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
-    """One line per sampler through its settings, FID against NFE (log-log)."""
+    """One line per sampler (and schedule) through its settings, FID against the NFE made (log-log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        points = sorted((r["nfe"], r["fid"]) for r in rows if r["sampler"] == sampler)
-        ax.plot(*zip(*points), marker="o", label=sampler)
+    for line in dict.fromkeys(map(_line, rows)):
+        points = sorted((r["nfe"], r["fid"]) for r in rows if _line(r) == line)
+        ax.plot(*zip(*points), marker="o", label=line)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("NFE (network evaluations per sample)")
@@ -303,7 +349,7 @@ def compare(
         directory = os.path.join(out_dir, "samples", setting.name)
         metrics_path = os.path.join(directory, "metrics.json")
         if not os.path.exists(metrics_path):
-            fn = sampling_fn(setting, sde, shape, sharding=sharding, **options)
+            fn, steps = sampling_fn(setting, sde, shape, sharding=sharding, **options)
             _sample_setting(
                 setting,
                 fn,
@@ -318,6 +364,7 @@ def compare(
             )
             row = _evaluate_setting(
                 setting,
+                steps,
                 directory,
                 os.path.join(out_dir, "grids", f"{setting.name}.png"),
                 extractor=extractor,

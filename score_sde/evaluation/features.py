@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from score_sde.evaluation import weights as weights_lib
-from score_sde.evaluation.inception import InceptionV3, preprocess
+from score_sde.evaluation.inception import InceptionV3, check_resize, preprocess
 
 
 def rebatch(batches: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -38,17 +38,21 @@ class InceptionFeatures:
     weights have the head, ``"logits": (N, 1008)``.
 
     Images go to the devices as uint8 in batches of ``batch_size`` rows (rounded up to a multiple of
-    the device count), split over the devices along the batch; resizing and scaling (`preprocess`)
+    the device count), split over the devices along the batch; resizing (by the convention ``resize``, see
+    `inception.RESIZES`) and scaling (`preprocess`)
     run on the devices. The last batch is zero-padded to the fixed size (one compilation per image
     shape) and the padding rows are dropped from the output.
     """
 
-    def __init__(self, weights: str | tuple[dict, dict] | None = None, batch_size: int = 200, devices=None):
+    def __init__(
+        self, weights: str | tuple[dict, dict] | None = None, batch_size: int = 200, devices=None, resize: str = "tf1"
+    ):
+        self.resize = check_resize(resize)
         variables, self.meta = weights if isinstance(weights, tuple) else weights_lib.load(weights)
         self.has_logits = bool(self.meta["has_logits"])
         devices = tuple(devices or jax.local_devices())  # this process's devices: host-local images
         self.batch_size = -(-batch_size // len(devices)) * len(devices)
-        self._apply, self._rows, replicated = _compiled(self.has_logits, devices)
+        self._apply, self._rows, replicated = _compiled(self.has_logits, devices, resize)
         self._variables = jax.device_put(variables, replicated)
 
     def _dispatch(self, chunk: np.ndarray):
@@ -82,12 +86,14 @@ class InceptionFeatures:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(has_logits: bool, devices: tuple):
+def _compiled(has_logits: bool, devices: tuple, resize: str):
     """The jitted network for these devices, shared by every extractor (one compilation per shape)."""
     mesh = jax.make_mesh((len(devices),), ("batch",), devices=devices)
     rows, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
     model = InceptionV3(logits=has_logits)
-    apply = jax.jit(lambda v, x: model.apply(v, preprocess(x)), in_shardings=(replicated, rows), out_shardings=rows)
+    apply = jax.jit(
+        lambda v, x: model.apply(v, preprocess(x, resize=resize)), in_shardings=(replicated, rows), out_shardings=rows
+    )
     return apply, rows, replicated
 
 

