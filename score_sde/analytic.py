@@ -189,7 +189,8 @@ def moment_z_scores(mixture: GaussianMixture, x) -> np.ndarray:
         nk, c = len(xk), covs[k]
         if nk < 2:
             raise ValueError(f"only {nk} samples fall in mixture component {k}; the samples are far off")
-        z.append((nk / n - weights[k]) / np.sqrt(weights[k] * (1 - weights[k]) / n))
+        # (A single component's weight is 1 and n_k = n: its score is 0 by construction.)
+        z.append((nk / n - weights[k]) / np.sqrt(weights[k] * (1 - weights[k]) / n) if len(weights) > 1 else 0.0)
         z.extend((xk.mean(0) - means[k]) / np.sqrt(np.diag(c) / nk))
         se = np.sqrt((np.outer(np.diag(c), np.diag(c)) + c**2) / nk)
         z.extend(((np.cov(xk.T) - c) / se)[iu])
@@ -207,3 +208,109 @@ def example_mixture() -> GaussianMixture:
         means=[[-2.5, 1.0], [2.0, -1.0]],
         covs=[[[0.15, 0.05], [0.05, 0.10]], [[0.30, -0.10], [-0.10, 0.20]]],
     )
+
+
+# --- Conditional laws: class labels, known coordinates, linear-Gaussian measurements -------------------------
+
+
+def class_log_prob(mixture: GaussianMixture, classes: Array, sde: SDE, x: Array, t: Array, y: Array) -> Array:
+    """The exact time-dependent classifier log p_t(y | x_t) (B,) when component k carries the label classes[k]:
+    log sum_{k: classes_k = y} r_k(x_t), r_k the posterior probabilities of the components under p_t."""
+    if jnp.shape(t) != x.shape[:1]:
+        raise ValueError(f"t must have shape (batch,) = {x.shape[:1]}, got {jnp.shape(t)}")
+    check_time(t, sde)
+    log_joint, _ = mixture._whitened(x.reshape(x.shape[0], -1), *sde.marginal_coeffs(t))  # (B, K)
+    in_class = jnp.asarray(classes)[None, :] == jnp.asarray(y)[:, None]
+    return jax.nn.logsumexp(jnp.where(in_class, log_joint, -jnp.inf), axis=-1) - jax.nn.logsumexp(log_joint, -1)
+
+
+def classifier_fn(mixture: GaussianMixture, classes, sde: SDE) -> Partial:
+    """log_prob_fn(x, t, y) = `class_log_prob` (a jit-able pytree), the classifier guidance takes."""
+    return Partial(class_log_prob, mixture, jnp.asarray(classes, jnp.int32), sde)
+
+
+def class_conditional(mixture: GaussianMixture, classes, label: int) -> GaussianMixture:
+    """p_0(x | y = label): the components of that class, their weights renormalised."""
+    keep = np.flatnonzero(np.asarray(classes) == label)
+    if not keep.size:
+        raise ValueError(f"no mixture component has class {label}")
+    weights = np.asarray(mixture.weights, np.float64)[keep]
+    return GaussianMixture(
+        jnp.asarray(weights / weights.sum(), jnp.float32), mixture.means[keep], mixture.lam[keep], mixture.u[keep]
+    )
+
+
+def rotate(mixture: GaussianMixture, q) -> GaussianMixture:
+    """The law of c = Q^T x for x from the mixture and Q (D, D) orthogonal (e.g. a colour basis)."""
+    q = jnp.asarray(q, jnp.float32)
+    return GaussianMixture(mixture.weights, mixture.means @ q, mixture.lam, jnp.einsum("di,kdj->kij", q, mixture.u))
+
+
+def _reweighted(log_weights: np.ndarray, means, covs) -> GaussianMixture:
+    log_weights = log_weights - log_weights.max()
+    weights = np.exp(log_weights) / np.exp(log_weights).sum()
+    keep = weights > 1e-12  # components the observation has ruled out
+    return GaussianMixture.create(weights[keep] / weights[keep].sum(), np.asarray(means)[keep], np.asarray(covs)[keep])
+
+
+def _log_normal(y: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
+    diff = y - mean
+    _, logdet = np.linalg.slogdet(2 * np.pi * cov)
+    return float(-0.5 * (diff @ np.linalg.solve(cov, diff) + logdet))
+
+
+def condition(mixture: GaussianMixture, known, y) -> GaussianMixture:
+    """p_0(x_u | x_k = y) over the unknown coordinates u (in increasing order) given the coordinates `known`
+    (indices into D) equal to y, in float64: per component the Gaussian conditional
+    mu_u + S_uk S_kk^-1 (y - mu_k), S_uu - S_uk S_kk^-1 S_ku, its weight times N(y; mu_k, S_kk)."""
+    known = np.asarray(known)
+    unknown = np.setdiff1d(np.arange(mixture.dim), known)
+    y = np.asarray(y, np.float64).reshape(-1)
+    weights, means, covs = (np.asarray(a, np.float64) for a in (mixture.weights, mixture.means, mixture.covs))
+    log_w, new_means, new_covs = [], [], []
+    for w, mu, s in zip(weights, means, covs):
+        s_kk, s_uk = s[np.ix_(known, known)], s[np.ix_(unknown, known)]
+        gain = np.linalg.solve(s_kk, s_uk.T).T
+        new_means.append(mu[unknown] + gain @ (y - mu[known]))
+        new_covs.append(s[np.ix_(unknown, unknown)] - gain @ s_uk.T)
+        log_w.append(np.log(w) + _log_normal(y, mu[known], s_kk))
+    return _reweighted(np.array(log_w), new_means, new_covs)
+
+
+def linear_gaussian_posterior(mixture: GaussianMixture, a, y, sigma_y: float) -> GaussianMixture:
+    """p_0(x | y) for y = A x + sigma_y n, n ~ N(0, I), A (M, D), one observation y (M,), sigma_y > 0, in float64:
+    per component mu + G (y - A mu), S - G A S with the gain G = S A^T (A S A^T + sigma_y^2 I)^-1, its weight
+    times N(y; A mu, A S A^T + sigma_y^2 I)."""
+    if sigma_y <= 0:
+        raise ValueError("linear_gaussian_posterior needs sigma_y > 0 (else use `condition` in a basis of A's rows)")
+    a = np.asarray(a, np.float64)
+    y = np.asarray(y, np.float64).reshape(-1)
+    weights, means, covs = (np.asarray(m, np.float64) for m in (mixture.weights, mixture.means, mixture.covs))
+    log_w, new_means, new_covs = [], [], []
+    for w, mu, s in zip(weights, means, covs):
+        c = a @ s @ a.T + sigma_y**2 * np.eye(len(y))
+        gain = np.linalg.solve(c, a @ s).T
+        new_means.append(mu + gain @ (y - a @ mu))
+        cov = s - gain @ a @ s
+        new_covs.append(0.5 * (cov + cov.T))
+        log_w.append(np.log(w) + _log_normal(y, a @ mu, c))
+    return _reweighted(np.array(log_w), new_means, new_covs)
+
+
+def gaussian_w2(mean_a, cov_a, mean_b, cov_b) -> float:
+    """The 2-Wasserstein distance between N(mean_a, cov_a) and N(mean_b, cov_b):
+    ||m_a - m_b||^2 + tr(C_a + C_b - 2 (C_b^1/2 C_a C_b^1/2)^1/2), square-rooted."""
+    from scipy import linalg
+
+    mean_a, mean_b, cov_a, cov_b = (np.asarray(v, np.float64) for v in (mean_a, mean_b, cov_a, cov_b))
+    root_b = linalg.sqrtm(cov_b).real
+    cross = linalg.sqrtm(root_b @ cov_a @ root_b).real
+    return float(np.sqrt(max(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b - 2 * cross), 0.0)))
+
+
+def moments(mixture: GaussianMixture) -> tuple[np.ndarray, np.ndarray]:
+    """The mixture's overall mean (D,) and covariance (D, D), in float64."""
+    w, mu, c = (np.asarray(a, np.float64) for a in (mixture.weights, mixture.means, mixture.covs))
+    mean = w @ mu
+    diff = mu - mean
+    return mean, np.einsum("k,kij->ij", w, c) + np.einsum("k,ki,kj->ij", w, diff, diff)

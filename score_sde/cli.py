@@ -69,12 +69,12 @@ def _add_train(p):
     )
 
 
-def _run_train(args):
+def _training_config(args):
+    """The config to train with and the workdir, both checked before the workdir is created or written to."""
     import jax
 
     from score_sde import checkpoints, parallel, train
 
-    # Everything is checked before the workdir is created or written to.
     config = args.config
     if config is None:  # resuming: the config saved with the checkpoints
         saved = checkpoints.TrainCheckpoints(args.workdir).saved_config() if os.path.isdir(args.workdir) else None
@@ -85,7 +85,19 @@ def _run_train(args):
     workdir = train.check_workdir(args.workdir)
     if jax.process_index() == 0:  # one log for the job; the other processes' messages go to their stderr
         _log_to_file(workdir)
-    train.train(config, workdir)
+    return config, workdir
+
+
+def _run_train(args):
+    from score_sde import train
+
+    train.train(*_training_config(args))
+
+
+def _run_train_classifier(args):
+    from score_sde import train
+
+    train.train_classifier(*_training_config(args))
 
 
 def _add_model(p):
@@ -121,6 +133,19 @@ def _add_sample(p):
     p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
     p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's randomness (default 0)")
+    p.add_argument("--class-label", type=int, help="with --classifier: draw samples of this class")
+    p.add_argument(
+        "--classifier",
+        metavar="PATH",
+        help="a time-dependent classifier (train-classifier's workdir, or a converted checkpoint) for the "
+        "score model's SDE and image size, guiding the samples toward --class-label",
+    )
+    p.add_argument(
+        "--guidance-weight",
+        type=float,
+        default=1.0,
+        help="scale of the classifier's gradient (default 1: the exact conditional; larger sharpens)",
+    )
 
 
 def _run_sample(args):
@@ -133,8 +158,86 @@ def _run_sample(args):
         num_samples=args.num_samples,
         batch_size=args.batch_size,
         seed=args.seed,
+        classifier=args.classifier,
+        class_label=args.class_label,
+        guidance_weight=args.guidance_weight,
     )
     print(f"{done['num_samples']} samples in {args.out} ({done['nfe']} network evaluations per batch)")
+
+
+def _add_solve(p):
+    # No imports here: building the parser must not import the jobs (their libraries set up logging handlers).
+    _add_model(p)
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=("inpaint", "colorize", "superres", "deblur"),
+        help="the measurement of the input images",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the result shards (results_00000.npz, ...; OUT.png: measurement, result, ground truth); "
+        "a restarted command continues after the shards already there",
+    )
+    inputs = p.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--images", help="the ground-truth images: a folder of images or shards, or an .npz / .npy")
+    inputs.add_argument("--split", choices=("train", "test"), help="or a split of the model's dataset")
+    p.add_argument(
+        "--method",
+        default="replacement",
+        help="replacement: the paper's (noiseless, the PC sampler); pigdm, dps or another registered guidance: "
+        "posterior sampling with the config's sampler (default replacement)",
+    )
+    p.add_argument(
+        "--mask",
+        default="centre_box",
+        help="inpaint: centre_box, random_box, half, random_pixels (conditional/masks.py), or a mask file "
+        "(.npy / .npz, 1 = known) (default centre_box)",
+    )
+    p.add_argument("--factor", type=int, default=2, help="superres: the down-sampling factor (default 2)")
+    p.add_argument("--blur-sigma", type=float, default=1.0, help="deblur: the blur's std in pixels (default 1)")
+    p.add_argument(
+        "--sigma-y", type=float, default=0.0, help="measurement noise std, in the model's data range (default 0)"
+    )
+    p.add_argument("--weight", type=float, default=1.0, help="dps, pigdm: scale of the guidance term (default 1)")
+    p.add_argument(
+        "--weight-schedule",
+        default="constant",
+        help="dps, pigdm: the guidance term's weight over time, constant (as derived; exact for PiGDM on Gaussian "
+        "data) or signal (m^2 / (m^2 + s^2): off where x_t holds no signal, which keeps a learnt model's guidance "
+        "from exploding near t = T) (default constant)",
+    )
+    p.add_argument("--num-images", type=int, help="solve only the first N input images")
+    p.add_argument("--batch-size", type=int, help="images per shard (default: config.eval.batch_size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks, the measurement noise and the sampler")
+
+
+def _run_solve(args):
+    from score_sde import solve
+
+    done = solve.solve_to_shards(
+        args.model,
+        args.out,
+        task=args.task,
+        images=args.images,
+        split=args.split,
+        mask=args.mask,
+        method=args.method,
+        sigma_y=args.sigma_y,
+        weight=args.weight,
+        schedule=args.weight_schedule,
+        factor=args.factor,
+        blur_sigma=args.blur_sigma,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overrides=_overrides(args),
+    )
+    print(
+        f"{done['task']} by {done['method']}: {done['count']} images in {args.out}, PSNR {done['psnr']:.2f} dB, "
+        f"||A x - y|| {done['residual']:.4g} (sigma_y {done['sigma_y']})"
+    )
 
 
 def _add_likelihood(p):
@@ -368,6 +471,24 @@ COMMANDS: list[Command] = [
         "draw samples with the config's sampler, written in resumable shards",
         _add_sample,
         _run_sample,
+        overrides=SAVED,
+    ),
+    Command(
+        "train-classifier",
+        "train a time-dependent classifier for class-conditional sampling from a classifier config "
+        "(configs/classifier/; resumes as train does)",
+        _add_train,
+        _run_train_classifier,
+        takes_config=True,
+        overrides="the --config file (resuming without --config: the config saved in the workdir), e.g. "
+        "--config.training.n_iters=20000",
+    ),
+    Command(
+        "solve",
+        "inpaint, colorize, super-resolve or deblur images with the model as prior (the replacement method, "
+        "DPS or PiGDM), written in resumable shards",
+        _add_solve,
+        _run_solve,
         overrides=SAVED,
     ),
     Command(

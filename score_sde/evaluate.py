@@ -18,11 +18,20 @@ from score_sde import checkpoints as ckpt_lib
 from score_sde import data as data_lib
 from score_sde import files, likelihood, parallel
 from score_sde import sde as sde_lib
+from score_sde.conditional import check_labels, classifier_guided
 from score_sde.evaluation import images as images_lib
 from score_sde.evaluation.images import save_grid
 from score_sde.parallel import to_host
 from score_sde.train import make_eval_fn
-from score_sde.wiring import EVAL_STREAM, load_for_eval, make_loss_fn, make_sample_fn, score_fn_for, stream_key
+from score_sde.wiring import (
+    EVAL_STREAM,
+    classifier_for,
+    load_for_eval,
+    make_loss_fn,
+    make_sample_fn,
+    score_fn_for,
+    stream_key,
+)
 
 
 def _result_dir(model_path: str, out) -> str:
@@ -60,13 +69,32 @@ def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
     return result
 
 
-def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=None, batch_size=None, seed=0) -> dict:
+def sample_to_shards(
+    model_path: str,
+    out: str,
+    *,
+    overrides=(),
+    num_samples=None,
+    batch_size=None,
+    seed=0,
+    classifier: str | None = None,
+    class_label: int | None = None,
+    guidance_weight: float = 1.0,
+) -> dict:
     """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
     OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
     comes from the key fold_in(PRNGKey(seed), i): a restarted command keeps the shards already written
     and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
-    OUT, whose shards `score-sde fid` reads)."""
+    OUT, whose shards `score-sde fid` reads).
+
+    With ``classifier`` (a trained time-dependent classifier: workdir or model checkpoint) and ``class_label``,
+    the samples are of that class: classifier guidance with ``guidance_weight`` (1 = the exact conditional)."""
     model, params, config, step = load_for_eval(model_path, overrides)
+    if (classifier is None) != (class_label is None):
+        raise ValueError("class-conditional samples need both --class-label and --classifier")
+    if classifier is not None:
+        log_prob_fn, classifier_config = classifier_for(config, classifier)
+        label = int(check_labels([class_label], int(classifier_config.model.num_classes))[0])
     num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
     batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
     if num_samples <= 0 or batch_size <= 0:
@@ -81,6 +109,8 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
         "sampling": json.loads(config.sampling.to_json()),
         "sde": config.training.sde,
     }
+    if classifier is not None:
+        meta.update(classifier=os.path.abspath(classifier), class_label=label, guidance_weight=float(guidance_weight))
     meta_path = os.path.join(out, "samples.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -94,7 +124,14 @@ def sample_to_shards(model_path: str, out: str, *, overrides=(), num_samples=Non
                 os.remove(os.path.join(out, name))
 
     mesh = parallel.data_mesh()
-    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
+    guide = None
+    if classifier is not None:
+        labels = np.full((batch_size,), label, np.int32)
+
+        def guide(score_fn):
+            return classifier_guided(score_fn, log_prob_fn, labels, weight=float(guidance_weight))
+
+    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh, guide=guide)
     params = parallel.put_replicated(params, mesh)
     num_shards = -(-num_samples // batch_size)
     # The shards an earlier run of this command wrote, as process 0 sees them: every process draws the others.

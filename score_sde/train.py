@@ -38,6 +38,7 @@ from score_sde.wiring import (
     SAMPLE_STREAM,
     TRAIN_STREAM,
     LossFn,
+    make_classifier_loss_fn,
     make_loss_fn,
     make_sample_fn,
     stream_key,
@@ -111,19 +112,30 @@ def init_state(config, model, optimizer: optax.GradientTransformation, sharding=
 # The compiled training step
 
 
+def _rows(x) -> int:
+    """The number of rows of a batch: an array (B, ...) or a pytree of them (e.g. images and labels)."""
+    return jax.tree.leaves(x)[0].shape[0]
+
+
+def per_example_losses(loss_fn: LossFn, params, keys, x):
+    """``loss_fn`` on each row of x (an array or a pytree of arrays with rows first), row i drawing its
+    randomness from keys[i]: (B,)."""
+    return jax.vmap(lambda k, xi: loss_fn(params, k, jax.tree.map(lambda a: a[None], xi)))(keys, x)
+
+
 def per_example_mean(loss_fn: LossFn, params, keys, x):
     """Mean of ``loss_fn`` over the rows of x, row i drawing its randomness from keys[i]."""
-    return jnp.mean(jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x))
+    return jnp.mean(per_example_losses(loss_fn, params, keys, x))
 
 
 def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax.Array):
     """Returns ``train_fn(state, batches) -> (state, (losses, grad_norms))``, compiled, running one step per
-    leading entry of ``batches`` (n_steps, B, ...) (sharded over the batch axis, see
-    `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated."""
+    leading entry of ``batches`` (n_steps, B, ...), or a pytree of such arrays (sharded over the batch axis,
+    see `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated."""
     axis = parallel.AXIS
 
     def one_step(state: TrainState, x):
-        local_b = x.shape[0]
+        local_b = _rows(x)
         rows = jax.lax.axis_index(axis) * local_b + jnp.arange(local_b)
         step_key = jax.random.fold_in(key, state.step)
         keys = jax.vmap(lambda r: jax.random.fold_in(step_key, r))(rows)
@@ -139,8 +151,8 @@ def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax
         return new_state, (loss, optax.tree.norm(grads))
 
     def steps(state, batches):
-        if batches.shape[0] == 1:
-            state, metrics = one_step(state, batches[0])
+        if _rows(batches) == 1:
+            state, metrics = one_step(state, jax.tree.map(lambda b: b[0], batches))
             return state, jax.tree.map(lambda m: m[None], metrics)
         # XLA:CPU runs the convolutions of a loop body about 20x slower than the same ones outside a loop
         # (measured on the digits config), so on the CPU the steps are unrolled instead.
@@ -153,14 +165,15 @@ def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax
 
 def make_eval_fn(loss_fn: LossFn, *, mesh):
     """``eval_fn(params, key, x, mask) -> (sum of losses, number of rows)`` over the rows of a global
-    batch x (B, ...) where mask (B,) is true, both sharded over the batch axis (padding rows are masked)."""
+    batch x (B, ...) (or a pytree of such arrays) where mask (B,) is true, both sharded over the batch axis
+    (padding rows are masked)."""
     axis = parallel.AXIS
     spec = jax.sharding.PartitionSpec
 
     def local(params, key, x, mask):
-        rows = jax.lax.axis_index(axis) * x.shape[0] + jnp.arange(x.shape[0])
+        rows = jax.lax.axis_index(axis) * _rows(x) + jnp.arange(_rows(x))
         keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
-        losses = jax.vmap(lambda k, xi: loss_fn(params, k, xi[None]))(keys, x)
+        losses = per_example_losses(loss_fn, params, keys, x)
         return jax.lax.psum(jnp.sum(jnp.where(mask, losses, 0.0)), axis), jax.lax.psum(jnp.sum(mask), axis)
 
     return jax.jit(
@@ -269,7 +282,8 @@ def run_training(
     """The training loop, resuming from the newest readable checkpoint in ``workdir``.
 
     ``train_batches(start_step)`` iterates over this host's rows of the global batches of steps
-    start_step, start_step + 1, ... (numpy, scaled to the model's range); ``eval_batch(step)`` (optional)
+    start_step, start_step + 1, ... (numpy, scaled to the model's range; an array of images or a pytree of
+    arrays, e.g. images and labels, that ``loss_fn`` takes row by row); ``eval_batch(step)`` (optional)
     gives this host's rows of a test batch of the training batch size, for ``eval_loss_fn``;
     ``sample_fn(params, key)`` (optional) returns (images in [0, 1] (N, H, W, C), nfe) for the sample
     grids. Returns the final state.
@@ -325,7 +339,7 @@ def run_training(
     try:
         while step < n_iters:
             n = min(chunk, n_iters - step)
-            host = np.stack([next(batches) for _ in range(n)])
+            host = jax.tree.map(lambda *rows: np.stack(rows), *[next(batches) for _ in range(n)])
             state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
             losses, grad_norms = check(step, losses, grad_norms)
             before, step = step, step + n
@@ -336,7 +350,7 @@ def run_training(
 
             if eval_fn is not None and _crossed(before, step, training.eval_freq):
                 rows = eval_batch(step)
-                x, mask = parallel.put_batch((rows, np.ones(len(rows), bool)), mesh, batch_size)
+                x, mask = parallel.put_batch((rows, np.ones(_rows(rows), bool)), mesh, batch_size)
                 key = jax.random.fold_in(stream_key(config, EVAL_STREAM), step)
                 total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
                 monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
@@ -380,31 +394,66 @@ def run_training(
 
 def train(config, workdir: str) -> TrainState:
     """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
-    parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     model = models.get_model(config)
+    sample_fn = None
+    if config.training.snapshot_sampling:
+        sample_fn = make_sample_fn(config, model, num_samples=min(64, int(config.training.batch_size)))
+    return _train_on_data(
+        config,
+        workdir,
+        model,
+        make_loss_fn(config, model, train=True),
+        make_loss_fn(config, model, train=False),
+        lambda batch: batch["image"],
+        sample_fn,
+    )
+
+
+def train_classifier(config, workdir: str) -> TrainState:
+    """Trains the time-dependent classifier of ``config`` (a classifier config, e.g. configs/classifier/) with
+    the cross-entropy of the labels given x_t ~ p_t(x_t | x_0) at t ~ U(eps, T) of config.training.sde
+    (`wiring.make_classifier_loss_fn`): the data, checkpoints, resume and progress bar of `train`."""
+    for key in ("num_classes", "input_mean", "input_std"):
+        if key not in config.model:
+            raise ValueError(
+                f"config.model.{key} is missing: train-classifier needs a classifier config (e.g. configs/classifier/)"
+            )
+    model = models.get_model(config)
+    num_classes = int(config.model.num_classes)
+
+    def rows(batch):
+        labels = batch["label"]
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            bad = labels[(labels < 0) | (labels >= num_classes)][0]
+            raise ValueError(
+                f"the dataset has label {bad}, outside config.model.num_classes={num_classes} "
+                f"(labels 0..{num_classes - 1})"
+            )
+        return batch["image"], labels
+
+    loss_fn = make_classifier_loss_fn(config, model)
+    return _train_on_data(config, workdir, model, loss_fn, loss_fn, rows, None)
+
+
+def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, rows, sample_fn) -> TrainState:
+    """`run_training` on the config's train split, the loss on its test split; ``rows(batch)`` picks what
+    the losses take from a data batch."""
+    parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     train_source = data_lib.get_source(config, "train")
     test_source = data_lib.get_source(config, "test")
-    batch_size = int(config.training.batch_size)
 
     def train_batches(start: int):
         for batch in data_lib.train_batches(train_source, config, start_step=start):
-            yield batch["image"]
+            yield rows(batch)
 
     test_batches = data_lib.train_dataset(test_source, config)  # random access by step, as the training data
-
-    def eval_batch(step: int):
-        return test_batches[step]["image"]
-
-    sample_fn = None
-    if config.training.snapshot_sampling:
-        sample_fn = make_sample_fn(config, model, num_samples=min(64, batch_size))
     return run_training(
         config,
         workdir,
         model=model,
-        loss_fn=make_loss_fn(config, model, train=True),
+        loss_fn=loss_fn,
         train_batches=train_batches,
-        eval_loss_fn=make_loss_fn(config, model, train=False),
-        eval_batch=eval_batch,
+        eval_loss_fn=eval_loss_fn,
+        eval_batch=lambda step: rows(test_batches[step]),
         sample_fn=sample_fn,
     )

@@ -7,6 +7,7 @@ model comes from here, so that every job builds it the same way:
     score_fn = score_fn_for(config, model, params)                     # score_fn(x, t)
     sample_fn = make_sample_fn(config, model, num_samples=64)          # config.sampling's sampler
     loss_fn = make_loss_fn(config, model, train=True)                  # config.training's loss
+    log_prob_fn, _ = classifier_for(config, "runs/classifier")         # a trained classifier, for guidance
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from score_sde import checkpoints as ckpt_lib
 from score_sde import data as data_lib
 from score_sde import losses, models, parallel, sampling, score
 from score_sde import sde as sde_lib
+from score_sde.conditional import classifier as classifier_lib
 from score_sde.config import with_overrides
 
 # Independent random streams derived from config.seed.
@@ -54,15 +56,38 @@ def make_loss_fn(config, model, *, train: bool) -> LossFn:
     return loss_fn
 
 
+def make_classifier_loss_fn(config, model) -> LossFn:
+    """loss_fn(params, key, (images, labels)): the time-dependent classifier's cross-entropy on x_t of
+    config.training.sde (conditional/classifier.py), the logits cast to float32."""
+    conventions = classifier_lib.InputConventions.from_config(config)
+
+    def loss_fn(params, key, batch):
+        images, labels = batch
+        return classifier_lib.classifier_loss(model, conventions, params, key, images, labels)
+
+    return loss_fn
+
+
+def classifier_for(config, classifier_path: str, overrides=()):
+    """(log_prob_fn(x, t, y), classifier config) of the trained classifier at ``classifier_path`` (a workdir or
+    model checkpoint), checked to fit the score model of ``config``: the same SDE, image shape and data range."""
+    model, params, classifier_config, _ = load_for_eval(classifier_path, overrides)
+    if "num_classes" not in classifier_config.model:
+        raise ValueError(f"{classifier_path} is not a classifier (its config.model has no num_classes)")
+    classifier_lib.check_compatible(classifier_config, config)
+    return classifier_lib.network_log_prob_fn(model, params, classifier_config), classifier_config
+
+
 def score_fn_for(config, model, params):
     """score_fn(x, t) of the network ``model`` with ``params``, as config.training trained it."""
     model_fn = score.get_model_fn(model, {"params": params})
     return score.get_score_fn(sde_lib.get_sde(config), model_fn, continuous=config.training.continuous)
 
 
-def make_sample_fn(config, model, *, num_samples: int, mesh=None):
+def make_sample_fn(config, model, *, num_samples: int, mesh=None, guide: Callable | None = None):
     """``sample_fn(params, key) -> (images in [0, 1] (num_samples, H, W, C), nfe)`` with config.sampling's
-    sampler, the batch split over the devices of ``mesh`` (default: every device)."""
+    sampler, the batch split over the devices of ``mesh`` (default: every device). ``guide(score_fn)``, if
+    given, makes the score the sampler follows (e.g. conditional.classifier_guided)."""
     mesh = parallel.data_mesh() if mesh is None else mesh
     parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
     shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
@@ -75,7 +100,8 @@ def make_sample_fn(config, model, *, num_samples: int, mesh=None):
     )
 
     def sample_fn(params, key):
-        images, nfe = sampling_fn(key, score_fn_for(config, model, params))
+        score_fn = score_fn_for(config, model, params)
+        images, nfe = sampling_fn(key, score_fn if guide is None else guide(score_fn))
         return jnp.clip(images, 0.0, 1.0), nfe
 
     return sample_fn

@@ -45,3 +45,20 @@ def convergence_order(steps, errors) -> float:
 
     median = np.median(np.asarray(errors, np.float64).reshape(len(steps), -1), axis=1)
     return -float(np.polyfit(np.log(np.asarray(steps, np.float64)), np.log(median), 1)[0])
+
+
+def random_model_checkpoint(path, config):
+    """Writes a model checkpoint of the network of ``config`` with random weights (0.1 N(0, 1), drawn with
+    numpy: compiling the network's init costs more CPU than a small test), for commands that need a model."""
+    import jax
+    import numpy as np
+
+    from score_sde import checkpoints, models, train
+
+    model = models.get_model(config)
+    keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    shapes = jax.eval_shape(model.init, keys, *train.example_input(config))["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    checkpoints.save_model(str(path), params=params, params_ema=params, config=config)
+    return config

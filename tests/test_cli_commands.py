@@ -4,12 +4,13 @@ continuing after the shards an interrupted run left."""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
-from score_sde import checkpoints, cli, models, train
+from score_sde import checkpoints, cli
 from score_sde import config as config_lib
+
+from support import random_model_checkpoint
 
 TINY = ["model.nf=8", "model.num_scales=4", "training.batch_size=8"]
 
@@ -104,17 +105,8 @@ def test_workdir_of_another_network(tmp_path, capsys):
 
 
 def _tiny_model_checkpoint(path):
-    """A model checkpoint of a narrow digits DDPM++ with random weights (drawn with numpy: compiling the
-    network's init costs more CPU than the whole test)."""
-    config = config_lib.load_config("configs/small/digits.py", TINY)
-    model = models.get_model(config)
-    shapes = jax.eval_shape(
-        model.init, {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, *train.example_input(config)
-    )["params"]
-    rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-    checkpoints.save_model(str(path), params=params, params_ema=params, config=config)
-    return config
+    """A model checkpoint of a narrow digits DDPM++ with random weights."""
+    return random_model_checkpoint(path, config_lib.load_config("configs/small/digits.py", TINY))
 
 
 def test_corrupt_model_checkpoint(tmp_path, capsys):

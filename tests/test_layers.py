@@ -14,6 +14,7 @@ LAYERS = {
     "score_sde.wiring": WIRING,
     "score_sde.train": JOB,
     "score_sde.evaluate": JOB,
+    "score_sde.solve": JOB,
     "score_sde.quickstart": JOB,
     "score_sde.convert": JOB,
     "score_sde.evaluation.commands": JOB,

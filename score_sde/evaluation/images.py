@@ -112,11 +112,11 @@ def save_png(path: str, image: np.ndarray) -> None:
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format="PNG")
 
 
-def save_grid(images: np.ndarray, path: str, min_size: int = 256) -> np.ndarray:
-    """Tiles images (N, H, W, C) in [0, 1] into one PNG (written atomically), enlarged by an integer factor
-    (nearest neighbour) to at least ``min_size`` pixels wide so that small images can be seen. Returns
-    the grid (uint8, before enlarging)."""
-    grid = image_grid(np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8))
+def save_grid(images: np.ndarray, path: str, min_size: int = 256, nrow: int | None = None) -> np.ndarray:
+    """Tiles images (N, H, W, C) in [0, 1] into one PNG (written atomically), ``nrow`` per row (default about
+    sqrt(N)), enlarged by an integer factor (nearest neighbour) to at least ``min_size`` pixels wide so that
+    small images can be seen. Returns the grid (uint8, before enlarging)."""
+    grid = image_grid(np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8), nrow)
     factor = max(1, -(-min_size // grid.shape[1]))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_png(path, np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1))

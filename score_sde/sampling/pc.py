@@ -71,16 +71,31 @@ def pc(
     eps = check_eps(ts[-1], sde)
     if sde.N != len(ts):
         sde = dataclasses.replace(sde, N=len(ts))
-    run = functools.partial(_pc, predict=predict, correct=correct, n_steps=int(n_steps))
-    return run(key, as_pytree(score_fn), sde, x, snr, bool(probability_flow), bool(denoise), eps, sharding)
+    # Predictor and corrector are pytree arguments (a registered function is a leafless Partial, static in
+    # effect): a wrapped one holding arrays (conditional/replacement.py) is traced, not baked into the code.
+    n_steps = int(n_steps) if correct is not CORRECTORS["none"] else 0
+    run = functools.partial(_pc, n_steps=n_steps)
+    return run(
+        key,
+        as_pytree(score_fn),
+        sde,
+        x,
+        snr,
+        bool(probability_flow),
+        bool(denoise),
+        eps,
+        sharding,
+        as_pytree(predict),
+        as_pytree(correct),
+    )
 
 
-@functools.partial(jax.jit, static_argnums=(2, 5, 6, 7, 8), static_argnames=("predict", "correct", "n_steps"))
-def _pc(key, score_fn, sde, x, snr, probability_flow, denoise, eps, sharding, *, predict, correct, n_steps):
+@functools.partial(jax.jit, static_argnums=(2, 5, 6, 7, 8), static_argnames=("n_steps",))
+def _pc(key, score_fn, sde, x, snr, probability_flow, denoise, eps, sharding, predict, correct, *, n_steps):
     score = Counted(score_fn)
     batch = x.shape[0]
     timesteps = jnp.linspace(sde.T, eps, sde.N)
-    corrects = correct is not CORRECTORS["none"] and n_steps > 0
+    corrects = n_steps > 0
 
     def corrector_step(j, carry):
         x, x_mean, nfe, t, key = carry
