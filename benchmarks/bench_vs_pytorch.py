@@ -119,6 +119,8 @@ class JaxWorker:
         sys.path.insert(0, str(REPO))
         import jax
 
+        import score_sde  # noqa: F401  (its XLA flags must be set before jax starts its backends, just below)
+
         self.jax = jax
         self.device = jax.local_devices()[:1]  # one device, as the port runs
         self.cases = {}

@@ -111,17 +111,7 @@ def sample_to_shards(
     }
     if classifier is not None:
         meta.update(classifier=os.path.abspath(classifier), class_label=label, guidance_weight=float(guidance_weight))
-    meta_path = os.path.join(out, "samples.json")
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            before = json.load(f)
-        if {k: v for k, v in before.items() if k != "num_samples"} != meta:
-            raise ValueError(f"{out} holds samples of other settings ({meta_path}); use another --out")
-    if jax.process_index() == 0:
-        files.write_json(meta_path, {**meta, "num_samples": num_samples})
-        for name in os.listdir(out):  # temporary files (see score_sde.files) left by a killed run
-            if ".npz.tmp" in name:
-                os.remove(os.path.join(out, name))
+    files.claim_folder(out, "samples.json", meta, write=jax.process_index() == 0, num_samples=num_samples)
 
     mesh = parallel.data_mesh()
     guide = None

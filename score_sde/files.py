@@ -72,3 +72,22 @@ def save_npz(path: str, **arrays) -> None:
     """`numpy.savez` of ``arrays`` at ``path`` (the name is kept as given: numpy adds no ".npz")."""
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+def claim_folder(folder: str, record: str, settings: dict, *, write: bool = True, **counts) -> None:
+    """Makes ``folder`` the output of one resumable job: the first run records ``settings`` (with ``counts``,
+    e.g. how many samples, which a restart may change) in ``folder/record``; a later run with other settings
+    is refused (ValueError naming the record), so results of two jobs never mix; the temporary files of a
+    killed run's shards are removed. ``write``: false on all but one process of a multi-process job."""
+    path = os.path.join(folder, record)
+    if os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        if {k: v for k, v in before.items() if k not in counts} != settings:
+            raise ValueError(f"{folder} holds results of other settings ({path}); use another --out")
+    if write:
+        os.makedirs(folder, exist_ok=True)
+        write_json(path, {**settings, **counts})
+        for name in os.listdir(folder):
+            if ".npz.tmp" in name:
+                os.remove(os.path.join(folder, name))

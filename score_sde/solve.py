@@ -267,7 +267,7 @@ def solve_to_shards(
         "sampling": json.loads(config.sampling.to_json()),
     }
     os.makedirs(out, exist_ok=True)
-    _check_settings(out, meta, len(truth))
+    files.claim_folder(out, "results_settings.json", meta, write=jax.process_index() == 0, count=len(truth))
     score_fn = score_fn_for(config, model, parallel.put_replicated(params, mesh))
     num_shards = -(-len(truth) // batch_size)
     nfe = None
@@ -305,21 +305,6 @@ def solve_to_shards(
                 **({} if masks is None else {"mask": masks[:n].astype(np.uint8)}),
             )
     return _summarise(out, meta, num_shards, None if nfe is None else int(to_host(nfe)))
-
-
-def _check_settings(out: str, meta: dict, count: int) -> None:
-    """Refuses an OUT holding results of other settings; records these ones."""
-    meta_path = os.path.join(out, "results_settings.json")
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            before = json.load(f)
-        if {k: v for k, v in before.items() if k != "count"} != meta:
-            raise ValueError(f"{out} holds results of other settings ({meta_path}); use another --out")
-    if jax.process_index() == 0:
-        files.write_json(meta_path, {**meta, "count": count})
-        for name in os.listdir(out):  # temporary files (see score_sde.files) left by a killed run
-            if ".npz.tmp" in name:
-                os.remove(os.path.join(out, name))
 
 
 def _summarise(out: str, meta: dict, num_shards: int, nfe) -> dict:

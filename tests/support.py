@@ -62,3 +62,41 @@ def random_model_checkpoint(path, config):
     params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
     checkpoints.save_model(str(path), params=params, params_ema=params, config=config)
     return config
+
+
+def start_command(command: list[str], workdir, env, **kwargs):
+    """``command`` (a score-sde command line as a list) with ``--workdir workdir``, started from the repository
+    root as a subprocess (stdout dropped, stderr piped) that a test may kill at any moment."""
+    import subprocess
+
+    return subprocess.Popen(
+        command + ["--workdir", str(workdir)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def logged_losses(workdir) -> dict[int, float]:
+    """step -> loss of a training workdir's metrics.jsonl, the last record of each step (a resumed run logs again
+    the steps after its checkpoint); a partial last line, which a kill may leave, is passed over."""
+    import json
+
+    out = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            if line.endswith("\n"):
+                record = json.loads(line)
+                out[record["step"]] = record["loss"]
+    return out
+
+
+def logged_steps(workdir) -> int:
+    """The last step a training workdir has logged, 0 before its metrics.jsonl exists."""
+    try:
+        return max(logged_losses(workdir), default=0)
+    except FileNotFoundError:
+        return 0

@@ -186,7 +186,7 @@ def test_sample_shards_resume(tmp_path, capsys):
 
     # Other settings into the same folder would mix samples: refused.
     status, _, err = run_cli(argv[:-1] + ["--config.sampling.ode_steps=4"], capsys)
-    assert status == 1 and "holds samples of other settings" in err
+    assert status == 1 and "holds results of other settings" in err
 
 
 def test_eval_loss_covers_the_test_split_once(tmp_path, capsys):

@@ -2,11 +2,9 @@
 noisy images and at chance on pure noise, and a run killed with kill -9 and started again ends exactly as an
 uninterrupted one (losses and parameters), as `score-sde train` does (tests/test_train_resume.py)."""
 
-import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
@@ -19,7 +17,8 @@ from score_sde import checkpoints, models
 from score_sde import data as data_lib
 from score_sde import sde as sde_lib
 from score_sde.conditional import network_log_prob_fn
-from score_sde.config import REPO_ROOT
+
+from support import logged_losses, logged_steps, start_command
 
 N_ITERS = 120
 # A narrow classifier of configs/classifier/digits.py (VP SDE), a checkpoint every 20 steps.
@@ -40,34 +39,6 @@ COMMAND = [
 ]
 
 
-def _train(workdir, env):
-    return subprocess.Popen(
-        COMMAND + ["--workdir", str(workdir)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _losses(workdir):
-    out = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            if line.endswith("\n"):  # a kill may leave a partial last line
-                record = json.loads(line)
-                out[record["step"]] = record["loss"]
-    return out
-
-
-def _logged_steps(workdir):
-    try:
-        return max(_losses(workdir), default=0)
-    except FileNotFoundError:
-        return 0
-
-
 @pytest.fixture(scope="session")  # the suite runs heavy tests first, apart from this module's others
 def runs(tmp_path_factory):
     """The workdir of an uninterrupted run, and the environment sharing its compilations with later runs."""
@@ -81,7 +52,7 @@ def runs(tmp_path_factory):
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
-    reference = _train(tmp / "reference", env)
+    reference = start_command(COMMAND, tmp / "reference", env)
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err
     return tmp, env
@@ -119,25 +90,25 @@ def test_killed_classifier_training_resumes_exactly(runs):
     tmp, env = runs
     rng = random.Random()
     after, delay = rng.randint(20, N_ITERS - 30), rng.uniform(0.0, 0.3)
-    victim = _train(tmp / "resumed", env)
-    while _logged_steps(tmp / "resumed") < after:
+    victim = start_command(COMMAND, tmp / "resumed", env)
+    while logged_steps(tmp / "resumed") < after:
         assert victim.poll() is None, f"training ended before step {after}: {victim.stderr.read()}"
         time.sleep(0.05)
     time.sleep(delay)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    killed_at = _logged_steps(tmp / "resumed")
+    killed_at = logged_steps(tmp / "resumed")
     assert killed_at < N_ITERS, "the run finished before the kill; the test did not interrupt it"
     saved = checkpoints.TrainCheckpoints(str(tmp / "resumed")).steps()
 
-    restart = _train(tmp / "resumed", env)
+    restart = start_command(COMMAND, tmp / "resumed", env)
     _, err = restart.communicate(timeout=600)
     assert restart.returncode == 0, err
     if saved:
         assert f"resuming from step {saved[0][0]}" in err, err
 
     context = f"killed after step {killed_at} (after={after}, delay={delay:.3f})"
-    want, got = _losses(tmp / "reference"), _losses(tmp / "resumed")
+    want, got = logged_losses(tmp / "reference"), logged_losses(tmp / "resumed")
     assert sorted(want) == sorted(got) == list(range(1, N_ITERS + 1)), context
     assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)], context
     for a, b in zip(

@@ -1,11 +1,9 @@
 """kill -9 in the middle of `score-sde train`, then the same command again: the resumed run's losses and
 final parameters equal those of an uninterrupted run, exactly (same devices, same compiled code)."""
 
-import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
@@ -14,7 +12,8 @@ import numpy as np
 import pytest
 
 from score_sde import checkpoints
-from score_sde.config import REPO_ROOT
+
+from support import logged_losses, logged_steps, start_command
 
 N_ITERS = 24
 # A small DDPM++ on the digits (the README's config, narrowed) with a checkpoint every 4 steps.
@@ -47,65 +46,35 @@ def _env(cache_dir):
     }
 
 
-def _train(workdir, env, **kwargs):
-    return subprocess.Popen(
-        COMMAND + ["--workdir", str(workdir)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-def _losses(workdir):
-    """step -> loss, the last record of each step (the resumed run logs again the steps after its checkpoint)."""
-    out = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            if line.endswith("\n"):  # a kill may leave a partial last line
-                record = json.loads(line)
-                out[record["step"]] = record["loss"]
-    return out
-
-
-def _logged_steps(workdir):
-    try:
-        return max(_losses(workdir), default=0)
-    except FileNotFoundError:
-        return 0
-
-
 @pytest.mark.heavy
 def test_kill_9_and_restart_equals_uninterrupted_run(tmp_path):
     env = _env(tmp_path / "jax_cache")
-    reference = _train(tmp_path / "reference", env)
+    reference = start_command(COMMAND, tmp_path / "reference", env)
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err
 
     # Kill at a random moment after step `after` (4..19): before, at or during a checkpoint save.
     rng = random.Random()
     after, delay = rng.randint(4, N_ITERS - 5), rng.uniform(0.0, 0.3)
-    victim = _train(tmp_path / "resumed", env)
-    while _logged_steps(tmp_path / "resumed") < after:
+    victim = start_command(COMMAND, tmp_path / "resumed", env)
+    while logged_steps(tmp_path / "resumed") < after:
         assert victim.poll() is None, f"training ended before step {after}: {victim.stderr.read()}"
         time.sleep(0.05)
     time.sleep(delay)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    killed_at = _logged_steps(tmp_path / "resumed")
+    killed_at = logged_steps(tmp_path / "resumed")
     assert killed_at < N_ITERS, "the run finished before the kill; the test did not interrupt it"
     saved = checkpoints.TrainCheckpoints(str(tmp_path / "resumed")).steps()
 
-    restart = _train(tmp_path / "resumed", env)
+    restart = start_command(COMMAND, tmp_path / "resumed", env)
     _, err = restart.communicate(timeout=600)
     assert restart.returncode == 0, err
     if saved:  # else the kill came before the first checkpoint was complete, and the run starts afresh
         assert f"resuming from step {saved[0][0]}" in err, err
 
     context = f"killed after step {killed_at} (after={after}, delay={delay:.3f})"
-    want, got = _losses(tmp_path / "reference"), _losses(tmp_path / "resumed")
+    want, got = logged_losses(tmp_path / "reference"), logged_losses(tmp_path / "resumed")
     assert sorted(want) == sorted(got) == list(range(1, N_ITERS + 1)), context
     assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)], context
     p_want, ema_want, _ = checkpoints.load_model(str(tmp_path / "reference"))

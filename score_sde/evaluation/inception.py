@@ -40,6 +40,18 @@ BN_EPS = 1e-3
 # ---------------------------------------------------------------------------------- preprocessing
 
 
+def _linear_interpolation_matrix(s: np.ndarray, size_in: int) -> np.ndarray:
+    """(len(s), size_in) matrix reading input coordinates ``s`` (>= 0) by linear interpolation between
+    floor(s) and the next pixel, both clamped to the last pixel."""
+    lo = np.minimum(np.floor(s).astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = s - lo
+    a = np.zeros((len(s), size_in), np.float64)
+    np.add.at(a, (np.arange(len(s)), lo), 1.0 - frac)
+    np.add.at(a, (np.arange(len(s)), hi), frac)
+    return a.astype(np.float32)
+
+
 @functools.lru_cache(maxsize=16)
 def tf1_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
     """(size_out, size_in) matrix of TF1's legacy bilinear resize along one axis.
@@ -47,14 +59,7 @@ def tf1_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
     Output pixel i reads input coordinate ``s = i * size_in / size_out`` (no half-pixel shift):
     ``(1 - frac(s)) * x[floor(s)] + frac(s) * x[min(floor(s) + 1, size_in - 1)]``.
     """
-    s = np.arange(size_out, dtype=np.float64) * (size_in / size_out)
-    lo = np.floor(s).astype(np.int64)
-    hi = np.minimum(lo + 1, size_in - 1)
-    frac = s - lo
-    a = np.zeros((size_out, size_in), np.float64)
-    np.add.at(a, (np.arange(size_out), lo), 1.0 - frac)
-    np.add.at(a, (np.arange(size_out), hi), frac)
-    return a.astype(np.float32)
+    return _linear_interpolation_matrix(np.arange(size_out, dtype=np.float64) * (size_in / size_out), size_in)
 
 
 @functools.lru_cache(maxsize=16)
@@ -62,13 +67,7 @@ def torch_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
     """(size_out, size_in) matrix of PyTorch's bilinear interpolation with ``align_corners=False`` along one axis:
     coordinate ``max((i + 0.5) * size_in / size_out - 0.5, 0)``, the upper neighbour clamped to the last pixel."""
     s = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5, 0.0)
-    lo = np.minimum(np.floor(s).astype(np.int64), size_in - 1)
-    hi = np.minimum(lo + 1, size_in - 1)
-    frac = s - lo
-    a = np.zeros((size_out, size_in), np.float64)
-    np.add.at(a, (np.arange(size_out), lo), 1.0 - frac)
-    np.add.at(a, (np.arange(size_out), hi), frac)
-    return a.astype(np.float32)
+    return _linear_interpolation_matrix(s, size_in)
 
 
 def _bicubic(d: float, a: float = -0.5) -> float:
