@@ -19,9 +19,11 @@ port's `losses.get_step_fn` as its run_lib uses it); then the FID Inception (sco
 TorchScript `default_1.pt`, on the same uint8 images, each side resizing to 299 with TF1's legacy bilinear), batch
 20 and 100; and the peak memory of one training step. Each framework runs in its own worker process, builds and
 warms up (compiles) a case before it is timed, then the reps alternate between the two (the order flipped every
-rep), only one computing at a time; /proc/loadavg is read before and after each block. Reported: ms per image
-(median over reps of wall time) and the ratio score_sde / PyTorch, and the same ratio in CPU seconds of the worker
-(less disturbed by other processes on a shared machine).
+rep), only one computing at a time; /proc/loadavg is read before and after each block. Then each worker
+alone runs the same number of reps back to back (the steady state of a training loop; an alternating rep follows
+an idle wait, which costs XLA more than PyTorch on a virtual machine, see results/speed_cpu.md section 6).
+Reported: ms per image (median over reps of wall time) and the ratio score_sde / PyTorch, and the same ratio in
+CPU seconds of the worker (less disturbed by other processes on a shared machine).
 
 `--tiny` runs tiny widths at 8x8 pixels (what the test suite runs); `--quick` takes 2 reps and batch 20 for
 the Inception only.
@@ -307,6 +309,14 @@ def serve(side: str, args) -> None:
             wall, cpu = time.perf_counter(), cpu_seconds()
             worker.run(case["name"])
             reply = {"wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
+        elif op == "burst":
+            # reps back to back, as a training or sampling loop runs them (the alternating reps each follow an
+            # idle wait of the other worker's rep, which costs this machine's JAX more: speed_cpu.md, section 6)
+            reply = {"walls": []}
+            for _ in range(case["reps"]):
+                wall = time.perf_counter()
+                worker.run(case["name"])
+                reply["walls"].append(time.perf_counter() - wall)
         elif op == "memory":
             reply = peak_memory(lambda: worker.run(case["name"]))
         elif op == "drop":
@@ -361,6 +371,9 @@ def measure(workers: list[Worker], case: dict, reps: int) -> dict:
         for w in workers if rep % 2 == 0 else workers[::-1]:
             times[w.side].append(w.ask("run", case))
     result = {"times": times, "load": (load_before, load_average()), "built": built}
+    # Then each worker alone, its reps back to back (the other one idle).
+    result["burst"] = {w.side: w.ask("burst", dict(case, reps=reps))["walls"] for w in workers}
+    result["burst_load"] = load_average()
     if case["kind"] == "train":
         result["memory"] = {w.side: w.ask("memory", case) for w in workers}
     for w in workers:
@@ -386,6 +399,19 @@ def table_row(case: dict, result: dict) -> str:
     else:
         cells += ["not run"] * 4
     cells.append(f"{result['load'][0]} -> {result['load'][1]}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def burst_row(case: dict, result: dict) -> str:
+    walls = result["burst"]
+    ms = lambda side: 1e3 * statistics.median(walls[side]) / case["batch"]  # noqa: E731
+    cells = [case["label"], str(case["batch"]), f"{ms('jax'):.1f}"]
+    if "torch" in walls:
+        ratio = lambda f: f(walls["jax"]) / f(walls["torch"])  # noqa: E731
+        cells += [f"{ms('torch'):.1f}", f"{ratio(statistics.median):.2f}", f"{ratio(min):.2f}"]
+    else:
+        cells += ["not run"] * 3
+    cells.append(result["burst_load"])
     return "| " + " | ".join(cells) + " |"
 
 
@@ -495,12 +521,13 @@ def main():
             "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         print("\n".join(lines), flush=True)
-        memory, agreement = [], []
+        memory, agreement, bursts = [], [], []
         try:
             for case in cases(args):
                 result = measure(workers, case, args.reps)
                 lines.append(table_row(case, result))
                 print(lines[-1], flush=True)
+                bursts.append(burst_row(case, result))
                 if "memory" in result:
                     memory.append((case, result["memory"]))
                 built = result["built"]
@@ -512,7 +539,16 @@ def main():
         finally:
             for w in workers:
                 w.close()
-        tail = []
+        tail = [
+            "",
+            f"The same cases with each framework alone, its {args.reps} reps back to back after the alternating ones "
+            "(the steady state of a training or sampling loop):",
+            "",
+            "| case | batch | score_sde ms / image | PyTorch ms / image | ratio | ratio, fastest "
+            "| load average after |",
+            "|---|---:|---:|---:|---:|---:|---|",
+            *bursts,
+        ]
         if memory:
             tail += [
                 "",
