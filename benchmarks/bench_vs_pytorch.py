@@ -291,6 +291,13 @@ class TorchWorker:
         self.cases.pop(name, None)
 
 
+def timed_run(worker, name: str) -> dict:
+    """One rep of a built case: its wall time and the worker's CPU seconds, in seconds."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    worker.run(name)
+    return {"wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
+
+
 def serve(side: str, args) -> None:
     """The worker loop: one JSON request per stdin line, one reply line on stdout."""
     # Pinned before either framework starts, so that both size their thread pools to these cores.
@@ -306,17 +313,9 @@ def serve(side: str, args) -> None:
         if op == "build":
             reply = worker.build(case)
         elif op == "run":
-            wall, cpu = time.perf_counter(), cpu_seconds()
-            worker.run(case["name"])
-            reply = {"wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
-        elif op == "burst":
-            # reps back to back, as a training or sampling loop runs them (the alternating reps each follow an
-            # idle wait of the other worker's rep, which costs this machine's JAX more: speed_cpu.md, section 6)
-            reply = {"walls": []}
-            for _ in range(case["reps"]):
-                wall = time.perf_counter()
-                worker.run(case["name"])
-                reply["walls"].append(time.perf_counter() - wall)
+            reply = timed_run(worker, case["name"])
+        elif op == "burst":  # reps back to back, as a training or sampling loop runs them
+            reply = {"walls": [timed_run(worker, case["name"])["wall"] for _ in range(case["reps"])]}
         elif op == "memory":
             reply = peak_memory(lambda: worker.run(case["name"]))
         elif op == "drop":
@@ -363,7 +362,8 @@ def load_average() -> str:
 
 
 def measure(workers: list[Worker], case: dict, reps: int) -> dict:
-    """Builds the case on each worker in turn, then alternates timed reps between them."""
+    """Builds the case on each worker in turn, alternates timed reps between them, then times each worker's reps
+    back to back while the other waits."""
     built = {w.side: w.ask("build", case) for w in workers}
     load_before = load_average()
     times = {w.side: [] for w in workers}
@@ -371,7 +371,6 @@ def measure(workers: list[Worker], case: dict, reps: int) -> dict:
         for w in workers if rep % 2 == 0 else workers[::-1]:
             times[w.side].append(w.ask("run", case))
     result = {"times": times, "load": (load_before, load_average()), "built": built}
-    # Then each worker alone, its reps back to back (the other one idle).
     result["burst"] = {w.side: w.ask("burst", dict(case, reps=reps))["walls"] for w in workers}
     result["burst_load"] = load_average()
     if case["kind"] == "train":
