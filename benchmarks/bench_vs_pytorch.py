@@ -21,7 +21,9 @@ TorchScript `default_1.pt`, on the same uint8 images, each side resizing to 299 
 warms up (compiles) a case before it is timed, then the reps alternate between the two (the order flipped every
 rep), only one computing at a time; /proc/loadavg is read before and after each block. Then each worker
 alone runs the same number of reps back to back (the steady state of a training loop; an alternating rep follows
-an idle wait, which costs XLA more than PyTorch on a virtual machine, see results/speed_cpu.md section 6).
+an idle wait, which costs memory freed before it more on a virtual machine, see results/speed_cpu.md sections 6-7).
+score_sde's worker keeps XLA's temporaries between calls, as the score-sde command line does
+(`score_sde.host_memory`); the port runs with glibc's defaults, as it is shipped.
 Reported: ms per image (median over reps of wall time) and the ratio score_sde / PyTorch, and the same ratio in
 CPU seconds of the worker (less disturbed by other processes on a shared machine).
 
@@ -78,12 +80,15 @@ def _status_kib(field: str) -> int:
 
 def peak_memory(fn) -> dict:
     """Runs fn once; the process's resident memory before, and its peak during fn (Linux: writing 5 to
-    /proc/self/clear_refs resets the peak, VmHWM, to the current size), in GiB."""
+    /proc/self/clear_refs resets the peak, VmHWM, to the current size), in GiB; and the minor page faults
+    during fn (pages touched for the first time since the kernel handed them out)."""
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     fn()
-    return {"rss_before_gib": before / 2**20, "peak_gib": _status_kib("VmHWM") / 2**20}
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return {"rss_before_gib": before / 2**20, "peak_gib": _status_kib("VmHWM") / 2**20, "page_faults": faults}
 
 
 def images(batch: int, seed: int = 0):
@@ -122,6 +127,9 @@ class JaxWorker:
         import jax
 
         import score_sde  # noqa: F401  (its XLA flags must be set before jax starts its backends, just below)
+        from score_sde import host_memory
+
+        host_memory.keep_host_memory()  # as the score-sde command line does, before the backends start
 
         self.jax = jax
         self.device = jax.local_devices()[:1]  # one device, as the port runs
@@ -552,16 +560,19 @@ def main():
             tail += [
                 "",
                 "Peak resident memory of the worker process during one training step (after warm-up; parameters, "
-                "EMA, Adam moments, activations, the framework itself), GiB, and its resident size before the step:",
+                "EMA, Adam moments, activations, the framework itself), GiB, its resident size before the step, "
+                "and the minor page faults of the step (memory touched afresh):",
                 "",
-                "| network | score_sde peak | PyTorch peak | score_sde before | PyTorch before |",
-                "|---|---:|---:|---:|---:|",
+                "| network | score_sde peak | PyTorch peak | score_sde before | PyTorch before "
+                "| score_sde page faults | PyTorch page faults |",
+                "|---|---:|---:|---:|---:|---:|---:|",
             ]
             for case, mem in memory:
-                get = lambda side, key: f"{mem[side][key]:.2f}" if side in mem else "not run"  # noqa: E731
+                get = lambda side, key, f="{:.2f}": f.format(mem[side][key]) if side in mem else "not run"  # noqa: E731
                 tail.append(
                     f"| {case['label']} | {get('jax', 'peak_gib')} | {get('torch', 'peak_gib')} | "
-                    f"{get('jax', 'rss_before_gib')} | {get('torch', 'rss_before_gib')} |"
+                    f"{get('jax', 'rss_before_gib')} | {get('torch', 'rss_before_gib')} | "
+                    f"{get('jax', 'page_faults', '{:,}')} | {get('torch', 'page_faults', '{:,}')} |"
                 )
         if agreement:
             tail += ["", f"Inception features of the two sides agree to {max(agreement):.1e} of the largest."]

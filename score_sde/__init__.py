@@ -2,7 +2,7 @@
 
 The package, layer by layer (each imports only those above it; README's Layout section lists every module):
   config.py       config files and their key=value overrides
-  sde.py, score.py, losses.py, sampling/, likelihood.py, models/, data/, checkpoints.py, parallel.py,
+  sde.py, score.py, losses.py, sampling/, likelihood.py, models/, data/, checkpoints.py, parallel.py, host_memory.py,
   evaluation/     the pieces: SDEs, score functions, losses, samplers, networks, data, FID
   wiring.py       a config (or a trained model) wired into its network, SDE, score function, loss and sampler
   train.py, evaluate.py, quickstart.py, convert.py, evaluation/commands.py

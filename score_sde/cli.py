@@ -19,6 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from score_sde import host_memory
 from score_sde.config import ConfigError, load_config, with_overrides
 
 
@@ -658,6 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("score_sde").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     use_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
+    host_memory.keep_host_memory()
     import jax
 
     from score_sde import checkpoints, parallel, train

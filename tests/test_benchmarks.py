@@ -41,13 +41,14 @@ def test_bench_vs_pytorch_tiny(tmp_path):
     for r in burst:
         assert r[1] == "8" and float(r[2]) > 0 and re.fullmatch(r"[\d. /]+", r[6])
     assert float(memory[1]) >= float(memory[3]) > 0.1  # the peak is at least the size before, a framework's worth
+    assert int(memory[5].replace(",", "")) >= 0  # page faults of the step
     if not PORT:
-        assert all(r[3] == "not run" for r in timed + burst) and memory[2] == "not run"
+        assert all(r[3] == "not run" for r in timed + burst) and memory[2] == memory[6] == "not run"
         pytest.skip("PyTorch side not run: set SCORE_SDE_PYTORCH to a checkout of yang-song/score_sde_pytorch")
     for r in timed + burst:
         # The ratio column is the quotient of the two timings' medians (rounded to 0.1 ms / image in the table).
         assert float(r[3]) > 0 and float(r[4]) == pytest.approx(float(r[2]) / float(r[3]), rel=0.2, abs=0.02)
-    assert float(memory[2]) >= float(memory[4]) > 0.1
+    assert float(memory[2]) >= float(memory[4]) > 0.1 and int(memory[6].replace(",", "")) >= 0
 
 
 def test_bench_gpu_tiny(tmp_path):
