@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import jax
 import pytest
 
 from score_sde import cli, host_memory
+
+from support import REPO
 
 # Eight training steps of the digits network at 16 x 16, batch 128: 200 MiB of temporaries a step, more than glibc's
 # per-thread arenas hold (64 MiB). Prints whether the setting took effect, each step's minor page faults, the losses.
@@ -35,7 +38,6 @@ for _ in range(8):
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({"took": took, "faults": faults, "losses": np.asarray(losses).tolist()}))
 """
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(mode):
@@ -46,7 +48,7 @@ def _run(mode):
     return json.loads(out.stdout.splitlines()[-1])
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator settings")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator settings")
 def test_a_training_step_reuses_the_temporaries_of_the_last():
     default, kept = _run("default"), _run("keep")
     warm = slice(3, None)  # after compilation and the first steps' own allocations
