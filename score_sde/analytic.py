@@ -135,6 +135,12 @@ def probability_flow(
     The reference "exact solution" the fixed-step samplers are measured against: an 8th-order Runge-Kutta
     (diffrax Dopri8) in float64 with rtol = atol = `tol`, far below any sampler's error in float32 or float64.
     """
+    return probability_flow_of(score_fn(mixture, sde), sde, x, t0, t1, tol=tol)
+
+
+def probability_flow_of(score, sde: SDE, x: Array, t0: float, t1: float, *, tol: float = 1e-11) -> np.ndarray:
+    """`probability_flow` with any score(x, t) built of this module's exact functions (a guided one, say), which
+    then computes in float64 too."""
     import diffrax
 
     with jax.enable_x64(True):
@@ -142,7 +148,7 @@ def probability_flow(
         batch = y0.shape[0]
 
         def drift(t, y, args):
-            return sde.reverse(score_fn(mixture, sde), probability_flow=True).sde(y, jnp.full((batch,), t))[0]
+            return sde.reverse(score, probability_flow=True).sde(y, jnp.full((batch,), t))[0]
 
         sol = jax.jit(
             lambda y0: diffrax.diffeqsolve(
@@ -227,6 +233,38 @@ def class_log_prob(mixture: GaussianMixture, classes: Array, sde: SDE, x: Array,
 def classifier_fn(mixture: GaussianMixture, classes, sde: SDE) -> Partial:
     """log_prob_fn(x, t, y) = `class_log_prob` (a jit-able pytree), the classifier guidance takes."""
     return Partial(class_log_prob, mixture, jnp.asarray(classes, jnp.int32), sde)
+
+
+def _class_score(mixture: GaussianMixture, classes: Array, null: int, sde: SDE, x: Array, t: Array, y: Array):
+    if jnp.shape(t) != x.shape[:1] or jnp.shape(y) != x.shape[:1]:
+        raise ValueError(f"t and y must have shape (batch,) = {x.shape[:1]}, got {jnp.shape(t)}, {jnp.shape(y)}")
+    check_time(t, sde)
+    log_joint, precision_diff = mixture._whitened(x.reshape(x.shape[0], -1), *sde.marginal_coeffs(t))
+    y = jnp.asarray(y)[:, None]
+    r = jax.nn.softmax(jnp.where((classes[None, :] == y) | (y == null), log_joint, -jnp.inf), axis=-1)
+    return -jnp.einsum("bk,bkd->bd", r, precision_diff).reshape(x.shape)
+
+
+def class_score_fn(mixture: GaussianMixture, classes, sde: SDE, num_classes: int | None = None) -> Partial:
+    """The exact class-conditional score_fn(x, t, y) = grad_x log p_t(x | y) (a jit-able pytree) when component k
+    carries the label classes[k]: the score of the components of class y_b for each example b, and for the null
+    label ``num_classes`` (default max(classes) + 1) the unconditional score, as a class-conditional network
+    trained with label dropout gives both (score.get_score_fn's third argument)."""
+    classes = jnp.asarray(classes, jnp.int32)
+    null = int(classes.max()) + 1 if num_classes is None else int(num_classes)
+    return Partial(_class_score, mixture, classes, null, sde)
+
+
+def example_labelled_mixture() -> tuple[GaussianMixture, np.ndarray]:
+    """Three well-separated 2-D components (at least 4.5 summed standard deviations apart along each joining
+    line) and their classes 0, 0, 1: class 0 is itself a two-component mixture, so the weights within a class
+    are checked too."""
+    mixture = GaussianMixture.create(
+        weights=[0.3, 0.45, 0.25],
+        means=[[-3.0, 0.0], [3.0, 0.0], [0.0, 4.0]],
+        covs=[[[0.15, 0.05], [0.05, 0.10]], [[0.30, -0.10], [-0.10, 0.20]], [[0.20, 0.0], [0.0, 0.10]]],
+    )
+    return mixture, np.array([0, 0, 1])
 
 
 def class_conditional(mixture: GaussianMixture, classes, label: int) -> GaussianMixture:

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from score_sde import host_memory
-from score_sde.config import ConfigError, load_config, with_overrides
+from score_sde.config import ConfigError, load_config
 
 
 def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -74,14 +74,14 @@ def _training_config(args):
     """The config to train with and the workdir, both checked before the workdir is created or written to."""
     import jax
 
-    from score_sde import checkpoints, parallel, train
+    from score_sde import checkpoints, parallel, train, wiring
 
     config = args.config
     if config is None:  # resuming: the config saved with the checkpoints
         saved = checkpoints.TrainCheckpoints(args.workdir).saved_config() if os.path.isdir(args.workdir) else None
         if saved is None:
             raise ConfigError(f"--config is required: {args.workdir} holds no checkpoint to take the config from")
-        config = with_overrides(saved, args.config_overrides)
+        config = wiring.with_checked_overrides(saved, args.config_overrides)
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     workdir = train.check_workdir(args.workdir)
     if jax.process_index() == 0:  # one log for the job; the other processes' messages go to their stderr
@@ -134,7 +134,26 @@ def _add_sample(p):
     p.add_argument("--num-samples", type=int, help="how many samples (default: config.eval.num_samples)")
     p.add_argument("--batch-size", type=int, help="samples per shard (default: config.eval.batch_size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's randomness (default 0)")
-    p.add_argument("--class-label", type=int, help="with --classifier: draw samples of this class")
+    _add_class_guidance(p)
+
+
+def _class_label(text: str):
+    if text == "random":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index or 'random', got {text!r}") from None
+
+
+def _add_class_guidance(p, weights: bool = False):
+    p.add_argument(
+        "--class-label",
+        type=_class_label,
+        metavar="K|random",
+        help="draw samples of class K (or of a uniformly random class each, recorded in the shards): "
+        "classifier-free guidance of a class-conditional model, or classifier guidance with --classifier",
+    )
     p.add_argument(
         "--classifier",
         metavar="PATH",
@@ -144,8 +163,17 @@ def _add_sample(p):
     p.add_argument(
         "--guidance-weight",
         type=float,
-        default=1.0,
-        help="scale of the classifier's gradient (default 1: the exact conditional; larger sharpens)",
+        nargs="+" if weights else None,
+        help="classifier-free: w of (1 + w) s(x, t, y) - w s(x, t, null) (default 0: the conditional model); with "
+        "--classifier: the scale of its gradient (default 1: the exact conditional); larger sharpens"
+        + ("; several: a comparison per weight" if weights else ""),
+    )
+    p.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        metavar=("T_LO", "T_HI"),
+        help="classifier-free: guide only for t in [T_LO, T_HI] within [eps, T] (Kynkaanniemi et al. 2024)",
     )
 
 
@@ -162,6 +190,7 @@ def _run_sample(args):
         classifier=args.classifier,
         class_label=args.class_label,
         guidance_weight=args.guidance_weight,
+        guidance_interval=args.guidance_interval,
     )
     print(f"{done['num_samples']} samples in {args.out} ({done['nfe']} network evaluations per batch)")
 

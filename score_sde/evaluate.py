@@ -18,14 +18,13 @@ from score_sde import checkpoints as ckpt_lib
 from score_sde import data as data_lib
 from score_sde import files, likelihood, parallel
 from score_sde import sde as sde_lib
-from score_sde.conditional import check_labels, classifier_guided
 from score_sde.evaluation import images as images_lib
 from score_sde.evaluation.images import save_grid
 from score_sde.parallel import to_host
 from score_sde.train import make_eval_fn
 from score_sde.wiring import (
     EVAL_STREAM,
-    classifier_for,
+    class_guidance,
     load_for_eval,
     make_loss_fn,
     make_sample_fn,
@@ -78,8 +77,9 @@ def sample_to_shards(
     batch_size=None,
     seed=0,
     classifier: str | None = None,
-    class_label: int | None = None,
-    guidance_weight: float = 1.0,
+    class_label: int | str | None = None,
+    guidance_weight: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> dict:
     """Draws ``num_samples`` (default config.eval.num_samples) with config.sampling's sampler into
     OUT/samples_00000.npz, ... (uint8 "samples" (batch, H, W, C)), each shard written atomically. Shard i
@@ -87,14 +87,18 @@ def sample_to_shards(
     and continues, giving the same samples as an uninterrupted one. OUT.png shows the first 64 (beside
     OUT, whose shards `score-sde fid` reads).
 
-    With ``classifier`` (a trained time-dependent classifier: workdir or model checkpoint) and ``class_label``,
-    the samples are of that class: classifier guidance with ``guidance_weight`` (1 = the exact conditional)."""
+    With ``class_label`` (a class index, or 'random': each sample's class uniform, drawn per shard from (seed,
+    shard)) the samples are of that class, and each shard also holds their "labels": classifier guidance with
+    the time-dependent classifier ``classifier`` (workdir or model checkpoint) if given, else classifier-free
+    guidance of the class-conditional model (`wiring.class_guidance`), with ``guidance_weight`` (default: the
+    exact conditional, 1 for a classifier, 0 for classifier-free) and ``guidance_interval`` (classifier-free)."""
     model, params, config, step = load_for_eval(model_path, overrides)
-    if (classifier is None) != (class_label is None):
-        raise ValueError("class-conditional samples need both --class-label and --classifier")
-    if classifier is not None:
-        log_prob_fn, classifier_config = classifier_for(config, classifier)
-        label = int(check_labels([class_label], int(classifier_config.model.num_classes))[0])
+    if class_label is None and (classifier, guidance_weight, guidance_interval) != (None, None, None):
+        raise ValueError("--classifier, --guidance-weight and --guidance-interval need --class-label")
+    guidance = None
+    if class_label is not None:
+        guidance = class_guidance(config, classifier=classifier, weight=guidance_weight, interval=guidance_interval)
+        guidance.labels(class_label, 1, seed, 0)  # an unknown spec or a class outside the model's fails here
     num_samples = int(config.eval.num_samples if num_samples is None else num_samples)
     batch_size = int(config.eval.batch_size if batch_size is None else batch_size)
     if num_samples <= 0 or batch_size <= 0:
@@ -109,19 +113,16 @@ def sample_to_shards(
         "sampling": json.loads(config.sampling.to_json()),
         "sde": config.training.sde,
     }
-    if classifier is not None:
-        meta.update(classifier=os.path.abspath(classifier), class_label=label, guidance_weight=float(guidance_weight))
+    if guidance is not None:
+        meta.update(class_label=class_label, guidance=guidance.method, guidance_weight=guidance.weight)
+        if classifier is not None:
+            meta.update(classifier=os.path.abspath(classifier))
+        if guidance.interval is not None:
+            meta.update(guidance_interval=list(guidance.interval))
     files.claim_folder(out, "samples.json", meta, write=jax.process_index() == 0, num_samples=num_samples)
 
     mesh = parallel.data_mesh()
-    guide = None
-    if classifier is not None:
-        labels = np.full((batch_size,), label, np.int32)
-
-        def guide(score_fn):
-            return classifier_guided(score_fn, log_prob_fn, labels, weight=float(guidance_weight))
-
-    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh, guide=guide)
+    sample_fn = make_sample_fn(config, model, num_samples=batch_size, mesh=mesh)
     params = parallel.put_replicated(params, mesh)
     num_shards = -(-num_samples // batch_size)
     # The shards an earlier run of this command wrote, as process 0 sees them: every process draws the others.
@@ -135,10 +136,18 @@ def sample_to_shards(
         if done[i]:
             bar.update(1)
             continue
-        images, nfe = sample_fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i))
-        images = parallel.gather(images)[: num_samples - i * batch_size]
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
+        count = min(batch_size, num_samples - i * batch_size)
+        if guidance is None:
+            images, nfe = sample_fn(params, key)
+            extra = {}
+        else:
+            labels = guidance.labels(class_label, batch_size, seed, i)
+            images, nfe = sample_fn(params, key, guidance.guide(labels))
+            extra = {"labels": labels[:count]}
+        images = parallel.gather(images)[:count]
         if jax.process_index() == 0:
-            files.save_npz(path, samples=images_lib.to_uint8(images))
+            files.save_npz(path, samples=images_lib.to_uint8(images), **extra)
         bar.update(1)
     bar.close()
     if jax.process_index() == 0:

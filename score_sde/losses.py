@@ -1,4 +1,6 @@
-"""Denoising score matching losses: continuous-time (any SDE) and the discrete SMLD and DDPM ones.
+"""Denoising score matching losses: continuous-time (any SDE), the discrete SMLD and DDPM ones, and EDM's loss of
+a preconditioned denoiser; and the label dropout that trains a class-conditional network for classifier-free
+guidance.
 
 Every loss is a pure function loss(model_fn, key, x) -> scalar, the mean over the batch x (B, ...).
 Parameters enter only through model_fn, so the training code differentiates with respect to them by
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from score_sde.preconditioning import EDMPreconditioning
 from score_sde.score import ModelFn, get_score_fn
 from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, batch_mul
 
@@ -91,6 +94,39 @@ def ddpm_loss(model_fn: ModelFn, key: Array, x: Array, *, sde: VPSDE, reduce_mea
     return jnp.mean(_reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean))
 
 
+def edm_loss(
+    model_fn: ModelFn,
+    key: Array,
+    x: Array,
+    *,
+    preconditioning: EDMPreconditioning,
+    P_mean: float = -1.2,
+    P_std: float = 1.2,
+    reduce_mean: bool = False,
+) -> Array:
+    """EDM's loss (Karras et al. 2022, eq. 8 and Table 1) of the denoiser D = preconditioning of model_fn:
+
+    lambda(sigma) || D(y + n; sigma) - y ||^2,  ln sigma ~ N(P_mean, P_std^2),  n ~ N(0, sigma^2 I),
+    lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 = 1 / c_out(sigma)^2,
+
+    i.e. the network F's output against the target (y - c_skip (y + n)) / c_out, of unit variance for data of
+    standard deviation sigma_data. It needs no SDE: D is a function of the noise level, and score.get_score_fn
+    makes the score of any SDE from it.
+    """
+    sigma_key, n_key = jax.random.split(key)
+    sigma = jnp.exp(P_mean + P_std * jax.random.normal(sigma_key, (x.shape[0],)))
+    n = batch_mul(sigma, jax.random.normal(n_key, x.shape))
+    denoised = preconditioning.denoise(model_fn, x + n, sigma)
+    weight = (sigma**2 + preconditioning.sigma_data**2) / (sigma * preconditioning.sigma_data) ** 2
+    return jnp.mean(weight * _reduce(jnp.square(denoised - x), reduce_mean))
+
+
+def drop_labels(key: Array, labels: Array, p: float, null_label: int) -> Array:
+    """Label dropout (Ho & Salimans 2022): each label (B,) replaced by ``null_label`` with probability p, so
+    that one network learns the conditional and the unconditional score."""
+    return jnp.where(jax.random.uniform(key, jnp.shape(labels)) < p, null_label, labels)
+
+
 def get_loss_fn(
     sde: SDE,
     *,
@@ -98,11 +134,26 @@ def get_loss_fn(
     reduce_mean: bool = False,
     likelihood_weighting: bool = False,
     eps: float = 1e-5,
+    preconditioning: EDMPreconditioning | None = None,
+    P_mean: float = -1.2,
+    P_std: float = 1.2,
 ) -> LossFn:
     """loss(model_fn, key, x) -> scalar, chosen as the official get_step_fn does from config.training.
 
     continuous: DSM for any SDE; otherwise SMLD for a VESDE, DDPM for a VPSDE (no likelihood weighting).
+    With ``preconditioning`` (config.model.formulation='edm'): EDM's loss, with P_mean and P_std.
     """
+    if preconditioning is not None:
+        if not continuous or likelihood_weighting:
+            raise ValueError(
+                "EDM's loss (config.model.formulation='edm') needs config.training.continuous=True and "
+                "config.training.likelihood_weighting=False (it weights by lambda(sigma))"
+            )
+        if not P_std >= 0:
+            raise ValueError(f"config.training.P_std must be >= 0, got {P_std}")
+        return functools.partial(
+            edm_loss, preconditioning=preconditioning, P_mean=float(P_mean), P_std=float(P_std), reduce_mean=reduce_mean
+        )
     if continuous:
         return functools.partial(
             _continuous_loss, sde=sde, reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps

@@ -1,11 +1,13 @@
-"""From a network to a score function score_fn(x, t), for each parameterisation of the paper.
+"""From a network to a score function score_fn(x, t), for each parameterisation of the paper and for EDM's.
 
-    model_fn = get_model_fn(model, variables)                     # model_fn(x, labels) -> output
-    score_fn = get_score_fn(sde, model_fn, continuous=True)       # score_fn(x, t) -> grad_x log p_t(x)
+    model_fn = get_model_fn(model, variables)                     # model_fn(x, labels[, class_labels]) -> output
+    score_fn = get_score_fn(sde, model_fn, continuous=True)       # score_fn(x, t[, y]) -> grad_x log p_t(x[ | y])
 
 Both are `jax.tree_util.Partial` objects: pytrees whose leaves are the network variables (and dropout key),
 so they can be passed into jitted samplers, the likelihood and losses as ordinary arguments without being
-baked into the compiled code; a jitted function recompiles only for a different network or SDE.
+baked into the compiled code; a jitted function recompiles only for a different network or SDE. A
+class-conditional network's score takes the class labels y (B,) as a third argument (the null label, or
+none, for the unconditional score); `conditional.classifier_free_guided` makes a guided score_fn(x, t) of it.
 
 Parameterisations (as the official models/utils.py `get_score_fn`):
   VE, continuous:   labels = sigma(t);                       score = output
@@ -14,6 +16,9 @@ Parameterisations (as the official models/utils.py `get_score_fn`):
   VP, discrete:     labels = (N - 1) t (float);              score = -output / sqrt(1 - alphabar_i),
                     i = int(labels) (the DDPM step, index 0 = smallest noise)
   sub-VP (always the continuous form): labels = 999 t;       score = -output / std(t)
+  EDM's SDE (sigma(t) = t), continuous: as VE;               labels = sigma(t) = t
+  EDM's preconditioning (any SDE): the network is a denoiser D(x / m; sigma = s / m) (preconditioning.py),
+                    score = (m D - x) / s^2 (Tweedie's formula)
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from score_sde.sde import SDE, VESDE, VPSDE, batch_mul, check_time, subVPSDE
+from score_sde.preconditioning import EDMPreconditioning
+from score_sde.sde import EDMSDE, SDE, VESDE, VPSDE, batch_mul, check_time, subVPSDE
 
 Array = jax.Array
-ModelFn = Callable[[Array, Array], Array]
+# model_fn(x, labels) -> output, or model_fn(x, labels, class_labels) for a class-conditional network.
+ModelFn = Callable[..., Array]
 
 
 class _ModelApply:
@@ -49,18 +56,19 @@ class _ModelApply:
     def __hash__(self):
         return hash((id(self.model), self.train))
 
-    def __call__(self, variables, dropout_key, x, labels):
+    def __call__(self, variables, dropout_key, x, labels, class_labels=None):
+        inputs = (x, labels) if class_labels is None else (x, labels, class_labels)
         if self.train:
-            out = self.model.apply(variables, x, labels, train=True, rngs={"dropout": dropout_key})
+            out = self.model.apply(variables, *inputs, train=True, rngs={"dropout": dropout_key})
         else:
-            out = self.model.apply(variables, x, labels, train=False)
+            out = self.model.apply(variables, *inputs, train=False)
         if out.shape != x.shape:
             raise ValueError(f"the network returned shape {out.shape} for input of shape {x.shape}")
         return out
 
 
 def get_model_fn(model, variables: dict[str, Any], *, train: bool = False, dropout_key: Array | None = None):
-    """model_fn(x, labels) -> output of a Flax module `model` with `variables` ({"params": ...}).
+    """model_fn(x, labels[, class_labels]) -> output of a Flax module `model` with `variables` ({"params": ...}).
 
     With `train`, dropout is on and draws from `dropout_key` (required). Take gradients with respect to the
     parameters by building model_fn inside the differentiated function.
@@ -84,30 +92,56 @@ class _NetworkScore:
     continuous: bool
 
     def __post_init__(self):
-        if not isinstance(self.sde, (VESDE, VPSDE, subVPSDE)):
+        if not isinstance(self.sde, (VESDE, VPSDE, subVPSDE, EDMSDE)):
             raise NotImplementedError(
-                f"get_score_fn: no network parameterisation for {type(self.sde).__name__}; "
-                "write score_fn(x, t) for it directly (every sampler and the likelihood take any score_fn)"
+                f"get_score_fn: no network parameterisation of the paper for {type(self.sde).__name__}; use EDM's "
+                "preconditioning (config.model.formulation='edm', any SDE) or write score_fn(x, t) for it directly "
+                "(every sampler and the likelihood take any score_fn)"
+            )
+        if isinstance(self.sde, EDMSDE) and not self.continuous:
+            raise ValueError(
+                "EDM's SDE has no discrete chain: it needs continuous training (config.training.continuous)"
             )
 
-    def __call__(self, model_fn: ModelFn, x: Array, t: Array) -> Array:
+    def __call__(self, model_fn: ModelFn, x: Array, t: Array, y: Array | None = None) -> Array:
         sde = self.sde
-        if jnp.shape(t) != x.shape[:1]:
-            raise ValueError(f"score_fn: t must have shape (batch,) = {x.shape[:1]}, got {jnp.shape(t)}")
-        check_time(t, sde)
-        if isinstance(sde, VESDE):
+        _check_times(sde, x, t)
+        net = model_fn if y is None else (lambda x, labels: model_fn(x, labels, y))
+        if isinstance(sde, (VESDE, EDMSDE)):
             if self.continuous:
                 labels = sde.marginal_coeffs(t)[1]
             else:  # index into SMLD's sigmas sorted from largest (label 0) to smallest
                 labels = jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
-            return model_fn(x, labels)
+            return net(x, labels)
         if isinstance(sde, subVPSDE) or self.continuous:
             # Continuously trained VP-type networks take t scaled to the [0, 999] range of DDPM's steps.
             std = sde.marginal_coeffs(t)[1]
-            return batch_mul(-1.0 / std, model_fn(x, t * 999))
+            return batch_mul(-1.0 / std, net(x, t * 999))
         labels = t * (sde.N - 1)
         std = sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
-        return batch_mul(-1.0 / std, model_fn(x, labels))
+        return batch_mul(-1.0 / std, net(x, labels))
+
+
+def _check_times(sde: SDE, x: Array, t: Array) -> None:
+    if jnp.shape(t) != x.shape[:1]:
+        raise ValueError(f"score_fn: t must have shape (batch,) = {x.shape[:1]}, got {jnp.shape(t)}")
+    check_time(t, sde)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DenoiserScore:
+    """The score of a preconditioned denoiser D (EDM's formulation) under any SDE: with x_t = m x_0 + s z, the
+    denoiser sees x_t / m = x_0 + sigma z at sigma = s / m, and D = E[x_0 | x_t] gives
+    score = (m D - x_t) / s^2."""
+
+    sde: SDE
+    preconditioning: EDMPreconditioning
+
+    def __call__(self, model_fn: ModelFn, x: Array, t: Array, y: Array | None = None) -> Array:
+        _check_times(self.sde, x, t)
+        mean_coeff, std = self.sde.marginal_coeffs(t)
+        denoised = self.preconditioning.denoise(model_fn, batch_mul(1.0 / mean_coeff, x), std / mean_coeff, y)
+        return batch_mul(1.0 / std**2, batch_mul(mean_coeff, denoised) - x)
 
 
 def data_prediction(score_fn: Callable[[Array, Array], Array], sde: SDE, x: Array, t: Array) -> Array:
@@ -124,10 +158,18 @@ def noise_prediction(score_fn: Callable[[Array, Array], Array], sde: SDE, x: Arr
     return batch_mul(-sde.marginal_coeffs(t)[1], score_fn(x, t))
 
 
-def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> Partial:
-    """score_fn(x, t) -> score of the network `model_fn` trained on `sde`; x (B, ...), t (B,) in [0, T].
+def get_score_fn(
+    sde: SDE, model_fn: ModelFn, *, continuous: bool, preconditioning: EDMPreconditioning | None = None
+) -> Partial:
+    """score_fn(x, t) -> score of the network `model_fn` trained on `sde`; x (B, ...), t (B,) in [0, T]. For a
+    class-conditional network, score_fn(x, t, y) with class labels y (B,) (the null label: unconditional).
 
     `continuous`: the network was trained in continuous time (config.training.continuous); otherwise it is
-    one of the discrete SMLD (VE) or DDPM (VP) models conditioned on the noise-level index.
+    one of the discrete SMLD (VE) or DDPM (VP) models conditioned on the noise-level index. With
+    `preconditioning` the network is EDM's preconditioned denoiser (config.model.formulation='edm'), for any SDE.
     """
+    if preconditioning is not None:
+        if not continuous:
+            raise ValueError("EDM's preconditioning is continuous in sigma: it needs config.training.continuous")
+        return Partial(_DenoiserScore(sde, preconditioning), as_pytree(model_fn))
     return Partial(_NetworkScore(sde, bool(continuous)), as_pytree(model_fn))

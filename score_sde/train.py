@@ -38,10 +38,13 @@ from score_sde.wiring import (
     SAMPLE_STREAM,
     TRAIN_STREAM,
     LossFn,
+    class_guidance,
+    formulation,
     make_classifier_loss_fn,
     make_loss_fn,
     make_sample_fn,
     stream_key,
+    with_later_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -201,10 +204,16 @@ def check_workdir(workdir: str) -> str:
 
 def _check_same_model(saved, config, workdir):
     """Refuses to resume checkpoints of a different network (their parameters would not fit)."""
-    if saved is None:
+    if saved is None or "model" not in saved:
         return
+    saved, config = with_later_keys(saved), with_later_keys(config)
+    if formulation(saved) != formulation(config):
+        raise ValueError(
+            f"workdir {workdir} holds checkpoints trained with the {formulation(saved)!r} formulation, not the "
+            f"{formulation(config)!r} one (config.model.formulation); use another --workdir"
+        )
     now = json.loads(config.model.to_json())
-    before = json.loads(saved.model.to_json()) if "model" in saved else {}
+    before = json.loads(saved.model.to_json())
     # Fields that change how the network is trained or run, not the shapes of its parameters.
     free = ("ema_rate", "dtype", "dropout", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max")
     differ = sorted(k for k in set(now) | set(before) if k not in free and now.get(k) != before.get(k))
@@ -393,18 +402,29 @@ def run_training(
 
 
 def train(config, workdir: str) -> TrainState:
-    """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there."""
+    """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there. A
+    class-conditional network (config.model.num_classes > 0) trains on (images, labels), with label dropout
+    (config.training.label_dropout), and its sample grids show the classes in turn (unguided)."""
     model = models.get_model(config)
+    classes = models.num_classes(config)
     sample_fn = None
     if config.training.snapshot_sampling:
-        sample_fn = make_sample_fn(config, model, num_samples=min(64, int(config.training.batch_size)))
+        n = min(64, int(config.training.batch_size))
+        unguided = make_sample_fn(config, model, num_samples=n)
+        sample_fn = unguided
+        if classes:
+            guide = class_guidance(config).guide(np.arange(n) % classes)
+
+            def sample_fn(params, key):
+                return unguided(params, key, guide)
+
     return _train_on_data(
         config,
         workdir,
         model,
         make_loss_fn(config, model, train=True),
         make_loss_fn(config, model, train=False),
-        lambda batch: batch["image"],
+        classes,
         sample_fn,
     )
 
@@ -419,28 +439,41 @@ def train_classifier(config, workdir: str) -> TrainState:
                 f"config.model.{key} is missing: train-classifier needs a classifier config (e.g. configs/classifier/)"
             )
     model = models.get_model(config)
-    num_classes = int(config.model.num_classes)
+    loss_fn = make_classifier_loss_fn(config, model)
+    return _train_on_data(config, workdir, model, loss_fn, loss_fn, int(config.model.num_classes), None)
+
+
+def _loss_rows(config, source, num_classes: int):
+    """rows(batch) -> what the losses take from a data batch of ``source``: the images, or for ``num_classes`` > 0
+    (images, labels), refusing a dataset without labels and labels outside [0, num_classes)."""
+    if not num_classes:
+        return lambda batch: batch["image"]
+    if not source.num_classes:
+        raise ValueError(
+            f"config.model.num_classes={num_classes} asks for class labels, but dataset {config.data.dataset!r} "
+            "has none (a folder needs class sub-folders, an npz file y_train / y_test or labels)"
+        )
 
     def rows(batch):
         labels = batch["label"]
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             bad = labels[(labels < 0) | (labels >= num_classes)][0]
             raise ValueError(
-                f"the dataset has label {bad}, outside config.model.num_classes={num_classes} "
+                f"dataset {config.data.dataset!r} has label {bad}, outside config.model.num_classes={num_classes} "
                 f"(labels 0..{num_classes - 1})"
             )
         return batch["image"], labels
 
-    loss_fn = make_classifier_loss_fn(config, model)
-    return _train_on_data(config, workdir, model, loss_fn, loss_fn, rows, None)
+    return rows
 
 
-def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, rows, sample_fn) -> TrainState:
-    """`run_training` on the config's train split, the loss on its test split; ``rows(batch)`` picks what
-    the losses take from a data batch."""
+def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, num_classes, sample_fn) -> TrainState:
+    """`run_training` on the config's train split, the loss on its test split; the losses take the images, or
+    (images, labels) with ``num_classes`` > 0."""
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
     train_source = data_lib.get_source(config, "train")
     test_source = data_lib.get_source(config, "test")
+    rows, test_rows = (_loss_rows(config, source, num_classes) for source in (train_source, test_source))
 
     def train_batches(start: int):
         for batch in data_lib.train_batches(train_source, config, start_step=start):
@@ -454,6 +487,6 @@ def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, rows, sample_f
         loss_fn=loss_fn,
         train_batches=train_batches,
         eval_loss_fn=eval_loss_fn,
-        eval_batch=lambda step: rows(test_batches[step]),
+        eval_batch=lambda step: test_rows(test_batches[step]),
         sample_fn=sample_fn,
     )

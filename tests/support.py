@@ -100,3 +100,25 @@ def logged_steps(workdir) -> int:
         return max(logged_losses(workdir), default=0)
     except FileNotFoundError:
         return 0
+
+
+def mmd(x, y, bandwidth: float = 1.0) -> float:
+    """The biased estimate of the maximum mean discrepancy between samples x (m, D) and y (m, D) with the Gaussian
+    kernel exp(-|a - b|^2 / (2 bandwidth^2)) (Gretton et al. 2012, eq. 5), in float64."""
+    import numpy as np
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    def k(a, b):
+        d2 = np.sum(a**2, 1)[:, None] + np.sum(b**2, 1)[None, :] - 2 * a @ b.T
+        return np.exp(-np.maximum(d2, 0.0) / (2 * bandwidth**2))
+
+    return float(np.sqrt(max(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean(), 0.0)))
+
+
+def mmd_bound(m: int, false_failure: float = 1e-4) -> float:
+    """What `mmd` of two samples of size m from the same law stays below with probability 1 - false_failure, for a
+    kernel bounded by 1 (Gretton et al. 2012, Corollary 9): sqrt(2 / m) (1 + sqrt(2 log(1 / false_failure)))."""
+    import math
+
+    return math.sqrt(2 / m) * (1 + math.sqrt(2 * math.log(1 / false_failure)))

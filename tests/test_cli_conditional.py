@@ -171,10 +171,15 @@ def test_class_conditional_samples(model, classifier, tmp_path, capsys):
     cases = [
         (["--class-label", "10", "--classifier", vp], "class label 10 is outside the classifier's classes 0..9"),
         (["--class-label", "1", "--classifier", ve], "the classifier was trained for the SDE VESDE"),
-        (["--class-label", "1"], "class-conditional samples need both --class-label and --classifier"),
+        (["--class-label", "1"], "class labels need a class-conditional model (config.model.num_classes > 0) or a"),
+        (["--guidance-weight", "2"], "--classifier, --guidance-weight and --guidance-interval need --class-label"),
+        (["--class-label", "1", "--classifier", vp, "--guidance-interval", "0.1", "1"], "applies to classifier-free"),
         (["--class-label", "1", "--classifier", model], "is not a classifier"),
     ]
     for args, message in cases:
         status, _, err = run_cli(sample + ["--out", str(tmp_path / "bad"), *args], capsys)
         assert status == 1 and message in err, (args, err)
         assert not (tmp_path / "bad").exists(), args
+    with pytest.raises(SystemExit):  # argparse's usage error
+        cli.main(sample + ["--out", str(tmp_path / "bad"), "--class-label", "cat"])
+    assert "expected a class index or 'random', got 'cat'" in capsys.readouterr().err

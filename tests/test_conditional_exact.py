@@ -54,14 +54,7 @@ def assert_matches(mixture, sde, x, what):
 
 # --- class-conditional sampling -----------------------------------------------------------------------------
 
-# Three well-separated components (at least 4.5 summed standard deviations apart along each joining line),
-# labelled 0, 0, 1: class 0 is itself a two-component mixture, so the weights within a class are checked too.
-LABELLED = analytic.GaussianMixture.create(
-    weights=[0.3, 0.45, 0.25],
-    means=[[-3.0, 0.0], [3.0, 0.0], [0.0, 4.0]],
-    covs=[[[0.15, 0.05], [0.05, 0.10]], [[0.30, -0.10], [-0.10, 0.20]], [[0.20, 0.0], [0.0, 0.10]]],
-)
-CLASSES = np.array([0, 0, 1])
+LABELLED, CLASSES = analytic.example_labelled_mixture()  # classes 0, 0, 1
 
 
 def test_exact_classifier_is_the_posterior_of_the_classes():

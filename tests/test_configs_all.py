@@ -11,12 +11,12 @@ CONFIGS = sorted(
     for p in (REPO_ROOT / "configs").rglob("*.py")
     if p.name != "common.py" and not p.name.startswith("default_")
 )
-# The official configs/ tree, file for file (39 experiments), plus the small CPU ones.
+# The official configs/ tree, file for file (39 experiments), plus the small CPU ones, the classifiers and EDM's.
 OFFICIAL_COUNT = 39
 
 
 def test_every_official_experiment_has_a_config():
-    official = [c for c in CONFIGS if not c.startswith(("configs/small/", "configs/classifier/"))]
+    official = [c for c in CONFIGS if not c.startswith(("configs/small/", "configs/classifier/", "configs/edm/"))]
     assert len(official) == OFFICIAL_COUNT, official
     for defaults in ("default_cifar10_configs", "default_celeba_configs", "default_lsun_configs"):
         assert (REPO_ROOT / "configs" / f"{defaults}.py").is_file()
@@ -33,9 +33,14 @@ def test_config_builds(path):
         ("wideresnet_noise_conditional",) if classifier else ("ncsnpp", "ddpm", "ncsn", "ncsnv2_64", "ncsnv2_128")
     )
     assert config.model.dtype == "float32"
-    assert config.sampling.method == "pc"
-    assert config.sampling.predictor in ("reverse_diffusion", "euler_maruyama", "ancestral_sampling", "none")
-    assert config.sampling.corrector in ("langevin", "ald", "none")
+    if config.model.formulation == "edm":  # EDM's sampler and grid, its preconditioning's requirements
+        assert (config.sampling.method, config.sampling.schedule) == ("edm:heun", "karras")
+        assert config.data.centered and not config.model.scale_by_sigma and config.training.continuous
+    else:
+        assert config.model.formulation == "paper" and config.sampling.method == "pc"
+        assert config.sampling.predictor in ("reverse_diffusion", "euler_maruyama", "ancestral_sampling", "none")
+        assert config.sampling.corrector in ("langevin", "ald", "none")
+    assert config.model.num_classes in (0, 10)
     size = config.data.image_size
     assert config.training.batch_size > 0 and size > 0
     if config.model.name in ("ncsnpp", "ddpm"):

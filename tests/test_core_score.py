@@ -136,7 +136,7 @@ def test_bad_arguments():
         N = 10
         sde = marginal_coeffs = prior_sampling = prior_logp = None
 
-    with pytest.raises(NotImplementedError, match="no network parameterisation for Other"):
+    with pytest.raises(NotImplementedError, match="no network parameterisation of the paper for Other"):
         get_score_fn(Other(), lambda x, labels: x, continuous=True)
 
     class Wrong(nn.Module):

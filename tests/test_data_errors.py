@@ -63,7 +63,8 @@ def test_npz_with_wrong_dtype_or_shape(tmp_path, images, complaint):
 
 def test_npz_labels_of_the_wrong_length(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.zeros(3, np.int64))
-    with pytest.raises(ValueError, match=r"\['y_train'\] must be integers of shape \(2,\); got int64 of shape \(3,\)"):
+    message = r"\['y_train'\] must be non-negative integers of shape \(2,\); got int64 of shape \(3,\)"
+    with pytest.raises(ValueError, match=message):
         data.get_source(data_config("npz", path=str(tmp_path / "d.npz")), "train")
 
 

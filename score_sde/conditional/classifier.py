@@ -121,10 +121,10 @@ def check_compatible(classifier_config, config) -> None:
             raise ValueError(f"the classifier was trained with data.{key}={a!r}, the score model with data.{key}={b!r}")
 
 
-def check_labels(labels, num_classes: int) -> np.ndarray:
-    """The labels as int32, or ValueError naming one outside [0, num_classes)."""
+def check_labels(labels, num_classes: int, whose: str = "the classifier") -> np.ndarray:
+    """The labels as int32, or ValueError naming one outside [0, num_classes) (the classes of ``whose``)."""
     labels = np.asarray(labels)
     if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)] if np.issubdtype(labels.dtype, np.integer) else labels
-        raise ValueError(f"class label {bad.flat[0]} is outside the classifier's classes 0..{num_classes - 1}")
+        raise ValueError(f"class label {bad.flat[0]} is outside {whose}'s classes 0..{num_classes - 1}")
     return labels.astype(np.int32)

@@ -3,6 +3,7 @@ score_fn(x, t), so that every sampler (PC, probability-flow ODE, any other takin
 conditional law unchanged.
 
     score_fn = classifier_guided(score_fn, log_prob_fn, labels, weight=1.0)      # class-conditional (Sec. 5)
+    score_fn = classifier_free_guided(cond_score_fn, sde, labels, num_classes=10, weight=2.0)  # a conditional net
     score_fn = dps(score_fn, sde, operator, y, sigma_y=0.05)                     # y = A x + sigma_y n
     score_fn = pigdm(score_fn, sde, operator, y, sigma_y=0.0)
     score_fn = GUIDANCE.lookup("pigdm")(score_fn, sde, operator, y, sigma_y=0.0)  # the same, by name
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from score_sde.conditional.classifier import check_labels
 from score_sde.conditional.operators import LinearOperator, NoPseudoInverse
 from score_sde.registry import Registry
 from score_sde.score import as_pytree
@@ -62,6 +64,68 @@ def classifier_guided(score_fn: ScoreFn, log_prob_fn: LogProbFn, labels, *, weig
     if labels.ndim != 1:
         raise ValueError(f"labels must be (batch,) class indices, got shape {labels.shape}")
     return Partial(_classifier_guided, as_pytree(score_fn), as_pytree(log_prob_fn), labels, jnp.float32(weight))
+
+
+def _classifier_free(score_fn, null, weight, t_lo, t_hi, labels, x, t):
+    b = x.shape[0]
+
+    def pair(a):  # (B, ...) -> (2B, ...) with rows 2b, 2b + 1 from row b: each device keeps its rows
+        return jnp.stack([a, a], axis=1).reshape((2 * b,) + a.shape[1:])
+
+    ys = jnp.stack([labels, jnp.full_like(labels, null)], axis=1).reshape(2 * b)
+    both = score_fn(pair(x), pair(t), ys).reshape((b, 2) + x.shape[1:])
+    conditional, unconditional = both[:, 0], both[:, 1]
+    w = jnp.where((t >= t_lo) & (t <= t_hi), weight, 0.0)
+    return conditional + batch_mul(w, conditional - unconditional)
+
+
+def _conditional(score_fn, labels, x, t):
+    return score_fn(x, t, labels)
+
+
+def classifier_free_guided(
+    score_fn: Callable,
+    sde: SDE,
+    labels,
+    *,
+    num_classes: int,
+    weight: float = 0.0,
+    interval: tuple[float, float] | None = None,
+) -> Partial:
+    """Classifier-free guidance (Ho & Salimans, 2022): score_fn(x, t) = (1 + w) s(x, t, y) - w s(x, t, null) of a
+    class-conditional score ``score_fn(x, t, y)`` (a network trained with label dropout, score.get_score_fn; or
+    analytic.class_score_fn), y = ``labels`` (B,) in [0, num_classes), null = num_classes.
+
+    w = ``weight``: 0 is the conditional model exactly (then one network call of batch B); w > 0 samples a sharper
+    law. Otherwise the conditional and unconditional scores come from one network call of batch 2B. ``interval``
+    (t_lo, t_hi) within [eps, T] of ``sde`` applies the guidance only for t in it, the conditional score outside
+    (guidance in a limited interval, Kynkaanniemi et al., 2024).
+    """
+    labels = jnp.asarray(check_labels(labels, int(num_classes), "the model"))
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be (batch,) class indices, got shape {labels.shape}")
+    if not np.isfinite(weight):
+        raise ValueError(f"the guidance weight must be finite, got {weight}")
+    if interval is None:
+        t_lo, t_hi = 0.0, sde.T
+    else:
+        t_lo, t_hi = (float(v) for v in interval)
+        eps = sde.sampling_eps
+        if not eps <= t_lo <= t_hi <= sde.T:
+            raise ValueError(
+                f"the guidance interval [{t_lo}, {t_hi}] must lie within [eps, T] = [{eps}, {sde.T}] (t_lo <= t_hi)"
+            )
+    if weight == 0:
+        return Partial(_conditional, as_pytree(score_fn), labels)
+    return Partial(
+        _classifier_free,
+        as_pytree(score_fn),
+        int(num_classes),
+        jnp.float32(weight),
+        jnp.float32(t_lo),
+        jnp.float32(t_hi),
+        labels,
+    )
 
 
 def _check_measurement(operator: LinearOperator, y) -> None:

@@ -1,7 +1,8 @@
 """Random-access sources of uint8 images, one per dataset and split.
 
 A source is any sequence with `len(source)` and `source[i] -> (image, label)`: image uint8
-(image_size, image_size, num_channels), label a Python int (0 where the dataset has no labels).
+(image_size, image_size, num_channels), label a Python int (0 where the dataset has no labels), and
+`source.num_classes`, the number of classes its labels index (0 where it has none).
 `get_source(config, split)` builds the one `config.data` names; split is 'train' or 'test', and 'test'
 means the split the official code evaluates on (CIFAR-10/SVHN 'test', CelebA/LSUN 'validation',
 FFHQ/CelebA-HQ 'train', which is all they have).
@@ -29,7 +30,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 class ImageSource(Protocol):
-    """What the pipeline reads: `len(source)` examples, `source[i] -> (uint8 (H, W, C), int label)`."""
+    """What the pipeline reads: `len(source)` examples, `source[i] -> (uint8 (H, W, C), int label)`, and
+    `num_classes` (0: an unlabelled dataset, whose labels are all 0)."""
+
+    num_classes: int
 
     def __len__(self) -> int: ...
 
@@ -37,11 +41,12 @@ class ImageSource(Protocol):
 
 
 class ArraySource:
-    """Images held in memory: images uint8 (N, H, W, C), labels int (N,)."""
+    """Images held in memory: images uint8 (N, H, W, C), labels int (N,) of ``num_classes`` classes (0: none)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int = 0):
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int32)
+        self.num_classes = int(num_classes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -76,6 +81,7 @@ class FolderSource:
         self.names = names
         self.labels = labels
         self.class_names = class_names
+        self.num_classes = len(class_names)
         self.image_size = image_size
         self.num_channels = num_channels
         self._in_zip = not path.is_dir()
@@ -167,12 +173,12 @@ def folder_source(path: str | os.PathLike, split: str, image_size: int, num_chan
 # ----------------------------------------------------------------------------- arrays in files
 
 
-def load_npz(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Images and labels of one split from an .npz file.
 
     Keys: `x_train`, `x_test` (and optional `y_train`, `y_test`), or `images` (and optional `labels`)
-    read for every split. Images must be uint8 (N, H, W, C) or (N, H, W); labels integers (N,), or
-    all 0 where absent. Returns images as uint8 (N, H, W, C) and labels int32 (N,).
+    read for every split. Images must be uint8 (N, H, W, C) or (N, H, W); labels non-negative integers
+    (N,). Returns images as uint8 (N, H, W, C) and labels int32 (N,), or None where the file has none.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -186,17 +192,25 @@ def load_npz(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarra
                 "expected x_train / x_test (+ y_train / y_test) or images (+ labels)"
             )
         images = arrays[x_key]
-        labels = arrays[y_key] if y_key in keys else np.zeros(len(images), np.int32)
+        if y_key not in keys:
+            return _as_nhwc(images, path, x_key), None
+        labels = arrays[y_key]
+    images = _as_nhwc(images, path, x_key)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+        raise ValueError(
+            f"{path}['{y_key}'] must be non-negative integers of shape ({len(images)},); got {labels.dtype} of "
+            f"shape {labels.shape}"
+        )
+    return images, labels.astype(np.int32)
+
+
+def _as_nhwc(images: np.ndarray, path, key: str) -> np.ndarray:
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise ValueError(
-            f"{path}['{x_key}'] must be uint8 of shape (N, H, W, C) or (N, H, W); "
+            f"{path}['{key}'] must be uint8 of shape (N, H, W, C) or (N, H, W); "
             f"got {images.dtype} of shape {images.shape}"
         )
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{path}['{y_key}'] must be integers of shape ({len(images)},); got {labels.dtype} of shape {labels.shape}"
-        )
-    return (images[..., None] if images.ndim == 3 else images), labels.astype(np.int32)
+    return images[..., None] if images.ndim == 3 else images
 
 
 def _read_idx(path: pathlib.Path) -> np.ndarray:
@@ -238,6 +252,8 @@ class TFRecordSource:
     each record is parsed with tensorflow-datasets' own copy of the Example proto. CRCs are not checked.
     Labels are 0.
     """
+
+    num_classes = 0  # FFHQ and CelebA-HQ have no labels
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
@@ -308,6 +324,9 @@ class TfdsSource:
                 "--file_format array_record`, then copy that folder here and point "
                 "config.data.tfds_data_dir (or $TFDS_DATA_DIR) at it."
             ) from e
+        features = self._data.dataset_info.features
+        # CIFAR-10, SVHN, MNIST, Fashion-MNIST have class labels; CelebA (attributes only) and LSUN none.
+        self.num_classes = int(features["label"].num_classes) if "label" in features else 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -350,6 +369,13 @@ def _resized(images: np.ndarray, image_size: int) -> np.ndarray:
     return np.stack([imagelib.resize(image, image_size) for image in images])
 
 
+def _labelled(images: np.ndarray, labels: np.ndarray | None, num_classes: int | None = None) -> ArraySource:
+    """An ArraySource of ``num_classes`` classes (default: those the labels reach), unlabelled for labels None."""
+    if labels is None:
+        return ArraySource(images, np.zeros(len(images), np.int32))
+    return ArraySource(images, labels, int(labels.max(initial=-1)) + 1 if num_classes is None else num_classes)
+
+
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits in its order: the first 1500 train, the last 297 test; the 17 grey levels
     0..16 scaled to uint8 as round(v * 255 / 16) (0, 16, 32, ..., 239, 255). `get_source` resizes them
@@ -373,13 +399,13 @@ def _make_source(data, split: str) -> ImageSource:
     dataset, size, channels = data.dataset, data.image_size, data.num_channels
     if dataset == "digits":
         images, labels = _digits(split)
-        return ArraySource(_resized(images, size), labels)
+        return _labelled(_resized(images, size), labels, 10)
     if dataset in ("MNIST", "FashionMNIST") and data.get("path", None):
         path = _path(data, dataset)
         if not path.exists():
             raise FileNotFoundError(f"config.data.path: no such .npz file or IDX folder: {path}")
         images, labels = load_npz(path, split) if path.is_file() else load_idx_folder(path, split)
-        return ArraySource(_resized(images, size), labels)
+        return _labelled(_resized(images, size), labels, 10)
     if dataset == "npz":
         path = _path(data, dataset)
         images, labels = load_npz(path, split)
@@ -389,7 +415,7 @@ def _make_source(data, split: str) -> ImageSource:
                 f"(config.data.image_size={size}, config.data.num_channels={channels}); "
                 "npz arrays are used as stored, so resize them first"
             )
-        return ArraySource(images, labels)
+        return _labelled(images, labels)
     if dataset == "folder":
         return folder_source(_path(data, dataset), split, size, channels)
     if dataset in ("FFHQ", "CelebAHQ"):

@@ -7,10 +7,12 @@
   'ncsn'                                     NCSN, the original noise-conditional RefineNet (ncsnv2.py)
   'wideresnet_noise_conditional'             the noise-conditional classifier (wideresnet.py; returns logits)
 
-Each is a module called as ``model.apply(variables, x, labels, train=False)`` on NHWC images.
+Each is a module called as ``model.apply(variables, x, labels, train=False)`` on NHWC images; the U-Nets
+(NCSN++, DDPM++, DDPM) of a config with ``config.model.num_classes = K > 0`` also take class labels,
+``model.apply(variables, x, labels, class_labels, train=False)`` (B,) in [0, K], K the null label.
 """
 
 from score_sde.models import ddpm, ncsnpp, ncsnv2, wideresnet  # noqa: F401  (registers the networks)
-from score_sde.models.utils import compute_dtype, get_act, get_model, get_sigmas, register_model
+from score_sde.models.utils import compute_dtype, get_act, get_model, get_sigmas, num_classes, register_model
 
-__all__ = ["get_model", "get_sigmas", "get_act", "compute_dtype", "register_model"]
+__all__ = ["get_model", "get_sigmas", "get_act", "compute_dtype", "num_classes", "register_model"]

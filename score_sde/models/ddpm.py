@@ -10,16 +10,18 @@ import ml_collections
 
 from score_sde.models import layers
 from score_sde.models.layers import conv3x3, default_init, group_norm
-from score_sde.models.utils import compute_dtype, get_act, get_sigmas, register_model
+from score_sde.models.utils import compute_dtype, get_act, get_sigmas, num_classes, register_model
 
 
 @register_model("ddpm")
 class DDPM(nn.Module):
     """DDPM score network.
 
-    ``__call__(x, labels, train=False)``: x (B, H, W, C) float32, in [0, 1] if ``config.data.centered`` is false
-    (mapped to [-1, 1] inside) or in [-1, 1] if true; labels (B,) the time step for the sinusoidal embedding:
-    the integer step / noise-level index for discrete training, t * 999 for continuous VP / sub-VP training.
+    ``__call__(x, labels, class_labels=None, train=False)``: x (B, H, W, C) float32, in [0, 1] if
+    ``config.data.centered`` is false (mapped to [-1, 1] inside) or in [-1, 1] if true; labels (B,) the time
+    step for the sinusoidal embedding: the integer step / noise-level index for discrete training, t * 999 for
+    continuous VP / sub-VP training;
+    class_labels (B,) in [0, K] with ``config.model.num_classes = K > 0`` (as NCSN++'s).
     Returns (B, H, W, C) float32, divided by ``get_sigmas(config)[labels]`` when ``config.model.scale_by_sigma``
     (the VE DDPM config). Only ``config.model.normalization='GroupNorm'`` exists for this network, as in every
     official config.
@@ -28,7 +30,7 @@ class DDPM(nn.Module):
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, labels, train: bool = False):
+    def __call__(self, x, labels, class_labels=None, train: bool = False):
         m = self.config.model
         if m.normalization != "GroupNorm":
             raise ValueError(f"config.model.normalization={m.normalization!r}: the DDPM network uses 'GroupNorm'")
@@ -40,8 +42,10 @@ class DDPM(nn.Module):
         layers.check_unet_input(x, num_resolutions)
         ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=m.dropout)
 
+        temb = layers.get_timestep_embedding(labels, nf) if m.conditional else None
+        temb = layers.add_class_embedding(temb, class_labels, num_classes(self.config))
         if m.conditional:
-            temb = layers.get_timestep_embedding(labels, nf).astype(dtype)
+            temb = temb.astype(dtype)
             temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(temb)
             temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(act(temb))
         else:

@@ -146,6 +146,26 @@ class GaussianFourierProjection(nn.Module):
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
 
 
+def add_class_embedding(temb, class_labels, num_classes: int):
+    """temb (B, E) plus a learnt embedding (``Embed_<k>``, (num_classes + 1, E)) of the class labels (B,) int:
+    class conditioning as EDM and ADM add it to the noise-level embedding. Label ``num_classes`` is the "null"
+    label, whose network is the unconditional one (classifier-free guidance trains both, Ho & Salimans 2022);
+    ``class_labels=None`` means it for every example. An unconditional network (num_classes = 0) is unchanged
+    and refuses labels."""
+    if num_classes == 0:
+        if class_labels is not None:
+            raise ValueError("class labels given to an unconditional network (config.model.num_classes = 0)")
+        return temb
+    if temb is None:
+        raise ValueError("config.model.num_classes > 0 needs a noise-level embedding (config.model.conditional)")
+    if class_labels is None:
+        class_labels = jnp.full(temb.shape[:1], num_classes, jnp.int32)
+    if jnp.shape(class_labels) != temb.shape[:1]:
+        raise ValueError(f"class labels must have shape (batch,) = {temb.shape[:1]}, got {jnp.shape(class_labels)}")
+    embedding = nn.Embed(num_classes + 1, temb.shape[-1], embedding_init=nn.initializers.normal(1.0))
+    return temb + embedding(jnp.asarray(class_labels, jnp.int32)).astype(temb.dtype)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Self-attention over all pixels
 

@@ -16,7 +16,7 @@ import ml_collections
 
 from score_sde.models import layers
 from score_sde.models.layers import conv3x3, default_init, group_norm, ncsnpp_groups
-from score_sde.models.utils import compute_dtype, get_act, get_sigmas, register_model
+from score_sde.models.utils import compute_dtype, get_act, get_sigmas, num_classes, register_model
 
 _CHOICES = {
     "resblock_type": ("ddpm", "biggan"),
@@ -38,20 +38,22 @@ def _option(config, name: str) -> str:
 class NCSNpp(nn.Module):
     """NCSN++ / DDPM++ score network.
 
-    ``__call__(x, labels, train=False)``: x (B, H, W, C) float32, in [0, 1] if ``config.data.centered`` is false
-    (the network maps it to [-1, 1]) or already in [-1, 1] if true; labels (B,):
+    ``__call__(x, labels, class_labels=None, train=False)``: x (B, H, W, C) float32, in [0, 1] if
+    ``config.data.centered`` is false (the network maps it to [-1, 1]) or already in [-1, 1] if true; labels (B,):
       - ``embedding_type='fourier'``: the noise level sigma (VE, continuous training); the embedding is of
         log(sigma);
       - ``embedding_type='positional'``: the time step, t * 999 for continuous VP / sub-VP training or the
         integer index of the noise level / diffusion step for discrete training.
-    Returns (B, H, W, C) float32, divided by sigma when ``config.model.scale_by_sigma`` (with positional
-    embeddings sigma is ``get_sigmas(config)[labels]``). Dropout (``train=True``) draws from the 'dropout' rng.
+    class_labels (B,) int in [0, K] with ``config.model.num_classes = K > 0`` (K, or None: the unconditional
+    score; `layers.add_class_embedding`). Returns (B, H, W, C) float32, divided by sigma when
+    ``config.model.scale_by_sigma`` (with positional embeddings sigma is ``get_sigmas(config)[labels]``).
+    Dropout (``train=True``) draws from the 'dropout' rng.
     """
 
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, labels, train: bool = False):
+    def __call__(self, x, labels, class_labels=None, train: bool = False):
         m = self.config.model
         act = get_act(self.config)
         dtype = compute_dtype(self.config)
@@ -75,6 +77,7 @@ class NCSNpp(nn.Module):
             temb = layers.GaussianFourierProjection(embedding_size=nf, scale=m.fourier_scale)(jnp.log(labels))
         else:
             temb = layers.get_timestep_embedding(labels, nf)
+        temb = layers.add_class_embedding(temb if m.conditional else None, class_labels, num_classes(self.config))
         if m.conditional:
             temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(temb.astype(dtype))
             temb = nn.Dense(nf * 4, kernel_init=default_init(), dtype=dtype)(act(temb))

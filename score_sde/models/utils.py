@@ -50,6 +50,15 @@ def get_act(config: ml_collections.ConfigDict) -> Callable:
     return _ACTIVATIONS[name]
 
 
+def num_classes(config: ml_collections.ConfigDict) -> int:
+    """``config.model.num_classes`` of a score network: 0 (absent in configs saved before it existed) for an
+    unconditional one, K for one conditioned on K classes (and the null label K, see layers.add_class_embedding)."""
+    value = config.model.get("num_classes", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"config.model.num_classes must be an integer >= 0 (0: unconditional), got {value!r}")
+    return value
+
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
