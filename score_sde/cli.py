@@ -438,6 +438,7 @@ def _add_compare(p):
     )
     p.add_argument("--no-ema", action="store_true", help="use the raw parameters instead of their EMA")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior noise, shared by every setting (0)")
+    _add_class_guidance(p, weights=True)
     _add_inception_options(p)
 
 
@@ -462,6 +463,10 @@ def _run_compare(args):
         ema=not args.no_ema,
         seed=args.seed,
         overrides=_overrides(args),
+        class_label=args.class_label,
+        guidance_weights=args.guidance_weight,
+        classifier=args.classifier,
+        guidance_interval=args.guidance_interval,
         **_inception_options(args),
     )
 

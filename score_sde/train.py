@@ -445,26 +445,21 @@ def train_classifier(config, workdir: str) -> TrainState:
 
 def _loss_rows(config, source, num_classes: int):
     """rows(batch) -> what the losses take from a data batch of ``source``: the images, or for ``num_classes`` > 0
-    (images, labels), refusing a dataset without labels and labels outside [0, num_classes)."""
+    (images, labels), refusing a dataset without labels or with more classes than ``num_classes``."""
     if not num_classes:
         return lambda batch: batch["image"]
+    dataset = config.data.dataset
     if not source.num_classes:
         raise ValueError(
-            f"config.model.num_classes={num_classes} asks for class labels, but dataset {config.data.dataset!r} "
-            "has none (a folder needs class sub-folders, an npz file y_train / y_test or labels)"
+            f"config.model.num_classes={num_classes} asks for class labels, but dataset {dataset!r} has none "
+            "(a folder needs class sub-folders, an npz file y_train / y_test or labels)"
         )
-
-    def rows(batch):
-        labels = batch["label"]
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            bad = labels[(labels < 0) | (labels >= num_classes)][0]
-            raise ValueError(
-                f"dataset {config.data.dataset!r} has label {bad}, outside config.model.num_classes={num_classes} "
-                f"(labels 0..{num_classes - 1})"
-            )
-        return batch["image"], labels
-
-    return rows
+    if source.num_classes > num_classes:
+        raise ValueError(
+            f"dataset {dataset!r} has labels 0..{source.num_classes - 1}, outside config.model.num_classes="
+            f"{num_classes} (labels 0..{num_classes - 1})"
+        )
+    return lambda batch: (batch["image"], batch["label"])
 
 
 def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, num_classes, sample_fn) -> TrainState:

@@ -11,7 +11,7 @@ import pytest
 
 from score_sde import cli
 from score_sde import config as config_lib
-from score_sde.models import register_model
+from score_sde.models import layers, register_model
 
 from support import random_model_checkpoint
 
@@ -26,6 +26,18 @@ class _Conv(nn.Module):
     @nn.compact
     def __call__(self, x, labels, train=False):
         return nn.Conv(x.shape[-1], (3, 3))(x) + 0.0 * labels[:, None, None, None]
+
+
+@register_model("test_conv_conditional")
+class _ConditionalConv(nn.Module):
+    """A class-conditional stand-in: one convolution plus a learnt per-class offset (layers.add_class_embedding)."""
+
+    config: object
+
+    @nn.compact
+    def __call__(self, x, labels, class_labels=None, train=False):
+        temb = layers.add_class_embedding(labels[:, None] * 0.0, class_labels, self.config.model.num_classes)
+        return nn.Conv(x.shape[-1], (3, 3))(x) + temb[:, :, None, None]
 
 
 @register_model("test_logits")
@@ -48,6 +60,14 @@ TINY = ["model.name=test_conv", "model.num_scales=4", "training.batch_size=8"]
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "ckpt"
     random_model_checkpoint(path, config_lib.load_config("configs/small/digits.py", TINY))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def conditional_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "conditional"
+    overrides = ["model.name=test_conv_conditional", "model.num_scales=4", "training.batch_size=8"]
+    random_model_checkpoint(path, config_lib.load_config("configs/small/digits_cond.py", overrides))
     return str(path)
 
 
@@ -183,3 +203,62 @@ def test_class_conditional_samples(model, classifier, tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse's usage error
         cli.main(sample + ["--out", str(tmp_path / "bad"), "--class-label", "cat"])
     assert "expected a class index or 'random', got 'cat'" in capsys.readouterr().err
+
+
+def test_classifier_free_guided_samples_resume_with_their_labels(conditional_model, tmp_path, capsys):
+    """A class-conditional model with --class-label random: each shard holds its samples' labels, drawn from
+    (seed, shard), and a rerun after losing a shard rewrites it identically; --class-label K gives all K. The
+    command records the guidance; a label outside the classes and a bad interval are refused before anything is
+    written."""
+    sample = ["sample", "--model", conditional_model, "--num-samples", "12", "--batch-size", "8"]
+    sample += ["--config.sampling.method=ode", "--config.sampling.ode_method=euler", "--config.sampling.ode_steps=2"]
+    out = tmp_path / "random"
+    argv = sample + ["--out", str(out), "--class-label", "random", "--guidance-weight", "2"]
+    status, stdout, err = run_cli(argv, capsys)
+    assert status == 0, err
+    meta = json.loads((out / "samples.json").read_text())
+    assert (meta["class_label"], meta["guidance"], meta["guidance_weight"]) == ("random", "classifier-free", 2.0)
+    shards = [dict(np.load(out / f"samples_0000{i}.npz")) for i in range(2)]
+    for i, (shard, n) in enumerate(zip(shards, (8, 4))):
+        want = np.random.default_rng([0, i]).integers(0, 10, 8)[:n]
+        np.testing.assert_array_equal(shard["labels"], want)
+        assert shard["samples"].shape == (n, 8, 8, 1)
+    os.remove(out / "samples_00001.npz")
+    assert run_cli(argv, capsys)[0] == 0
+    again = dict(np.load(out / "samples_00001.npz"))
+    for key in shards[1]:
+        np.testing.assert_array_equal(again[key], shards[1][key], err_msg=key)
+    status, _, err = run_cli(sample + ["--out", str(tmp_path / "three"), "--class-label", "3"], capsys)
+    assert status == 0, err
+    assert np.all(np.load(tmp_path / "three" / "samples_00000.npz")["labels"] == 3)
+    assert json.loads((tmp_path / "three" / "samples.json").read_text())["guidance_weight"] == 0.0
+    cases = [
+        (["--class-label", "10"], "class label 10 is outside the model's classes 0..9"),
+        (["--class-label", "1", "--guidance-interval", "0.5", "0.2"], "the guidance interval [0.5, 0.2] must lie"),
+    ]
+    for args, message in cases:
+        status, _, err = run_cli(sample + ["--out", str(tmp_path / "bad"), *args], capsys)
+        assert status == 1 and message in err, (args, err)
+        assert not (tmp_path / "bad").exists(), args
+
+
+def test_compare_per_guidance_weight_from_a_conditional_model(conditional_model, tmp_path):
+    """The compare command with --class-label and two guidance weights: one row per weight, and the labels of
+    each shard as sample draws them."""
+    from test_eval_compare import PixelFeatures
+
+    from score_sde.evaluation import commands
+
+    class Features(PixelFeatures):
+        meta = {"sha256": "pixels", "source": "pixels", "source_sha256": "pixels", "has_logits": False}
+        resize = "tf1"
+
+    kw = dict(samplers=["ode:euler"], steps=[2], num_samples=8, batch_size=8, extractor=Features())
+    rows = commands.run_compare(
+        conditional_model, str(tmp_path / "cmp"), class_label=4, guidance_weights=[0.0, 1.5], **kw
+    )
+    assert [(r["guidance_weight"], r["nfe"]) for r in rows] == [(0.0, 3), (1.5, 3)]
+    manifest = json.loads((tmp_path / "cmp" / "manifest.json").read_text())
+    assert (manifest["class_label"], manifest["guidance"]) == (4, "classifier-free")
+    with pytest.raises(ValueError, match="need --class-label"):
+        commands.run_compare(conditional_model, str(tmp_path / "bad"), guidance_weights=[1.0], **kw)

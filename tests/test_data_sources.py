@@ -30,6 +30,7 @@ def test_digits_are_sklearn_digits_on_17_grey_levels():
     np.testing.assert_array_equal(x[..., 0], np.round(digits.images[:1500] * 255 / 16))
     np.testing.assert_array_equal(y, digits.target[:1500])
     np.testing.assert_array_equal(_all(test)[1], digits.target[1500:])
+    assert train.num_classes == test.num_classes == 10
     assert set(np.unique(x)) <= {round(v * 255 / 16) for v in range(17)} and x.max() == 255
     # Resized to 16x16 (bilinear): a resize keeps the mean grey level to within a fraction of a level.
     big = _all(data.get_source(data_config("digits", 16, 1), "train"))[0]
@@ -46,15 +47,19 @@ def test_npz_source_reads_arrays_as_stored(tmp_path):
     np.savez(tmp_path / "split.npz", x_train=x_train, y_train=np.arange(6) % 3, x_test=x_test, y_test=np.arange(4))
     config = data_config("npz", 5, 3, path=str(tmp_path / "split.npz"))
     for split, x, y in (("train", x_train, np.arange(6) % 3), ("test", x_test, np.arange(4))):
-        got_x, got_y = _all(data.get_source(config, split))
+        source = data.get_source(config, split)
+        got_x, got_y = _all(source)
         np.testing.assert_array_equal(got_x, x)
         np.testing.assert_array_equal(got_y, y)
+        assert source.num_classes == y.max() + 1  # the classes its labels reach
     # images / labels: one array for every split; NHW greyscale gets its channel axis; no labels -> 0.
     grey = _random_images(3, 5, 5, 1)[..., 0]
     np.savez(tmp_path / "one.npz", images=grey)
-    got_x, got_y = _all(data.get_source(data_config("npz", 5, 1, path=str(tmp_path / "one.npz")), "test"))
+    unlabelled = data.get_source(data_config("npz", 5, 1, path=str(tmp_path / "one.npz")), "test")
+    got_x, got_y = _all(unlabelled)
     np.testing.assert_array_equal(got_x[..., 0], grey)
     np.testing.assert_array_equal(got_y, 0)
+    assert unlabelled.num_classes == 0
 
 
 def _write_pngs(root, images, names):
@@ -77,7 +82,7 @@ def test_folder_source_orders_files_labels_classes_and_reads_zips(tmp_path):
         x, y = _all(source)
         np.testing.assert_array_equal(x, images[order])
         np.testing.assert_array_equal(y, labels)
-        assert source.class_names == ["cat", "dog"]
+        assert source.class_names == ["cat", "dog"] and source.num_classes == 2
         np.testing.assert_array_equal(
             _all(data.get_source(data_config("folder", 6, 3, path=str(path)), "test"))[0], images[4:]
         )
@@ -85,9 +90,10 @@ def test_folder_source_orders_files_labels_classes_and_reads_zips(tmp_path):
     # centred 6x6 square (rows 2..7), exactly, at image_size 6; greyscale conversion is Pillow's L.
     tall = _random_images(1, 10, 6, 3)[0]
     _write_pngs(tmp_path / "flat", [tall], ["x.png"])
-    x, y = _all(data.get_source(data_config("folder", 6, 3, path=str(tmp_path / "flat")), "test"))
+    flat = data.get_source(data_config("folder", 6, 3, path=str(tmp_path / "flat")), "test")
+    x, y = _all(flat)
     np.testing.assert_array_equal(x[0], tall[2:8])
-    assert y.tolist() == [0]
+    assert y.tolist() == [0] and flat.num_classes == 0
     grey = data.get_source(data_config("folder", 6, 1, path=str(tmp_path / "flat")), "train")[0][0]
     np.testing.assert_array_equal(grey[..., 0], np.asarray(Image.fromarray(tall[2:8]).convert("L")))
 
@@ -110,9 +116,11 @@ def test_tfrecords_source_reads_the_official_ffhq_layout(tmp_path):
     _write_tfrecords(tmp_path / "ffhq-r03.tfrecords", hwc.transpose(0, 3, 1, 2))
     for dataset in ("FFHQ", "CelebAHQ"):
         config = data_config(dataset, 8, 3, tfrecords_path=str(tmp_path / "ffhq-r03.tfrecords"))
-        x, y = _all(data.get_source(config, "test"))
+        source = data.get_source(config, "test")
+        x, y = _all(source)
         np.testing.assert_array_equal(x, hwc)
         np.testing.assert_array_equal(y, 0)
+        assert source.num_classes == 0
 
 
 def test_tfds_sources_through_mock_data():
@@ -120,12 +128,16 @@ def test_tfds_sources_through_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):
         raw = tfds.data_source("cifar10", split="test")
-        x, y = _all(data.get_source(data_config("CIFAR10", 32, 3), "test"))
+        cifar10 = data.get_source(data_config("CIFAR10", 32, 3), "test")
+        x, y = _all(cifar10)
+        assert cifar10.num_classes == 10
         np.testing.assert_array_equal(x, np.stack([raw[i]["image"] for i in range(6)]))
         np.testing.assert_array_equal(y, [raw[i]["label"] for i in range(6)])
         # CelebA: centre 140x140 crop of the 218x178 image (rows 39.., columns 19..), then resized.
         raw = tfds.data_source("celeb_a", split="validation")
-        x, _ = _all(data.get_source(data_config("CELEBA", 64, 3), "test"))
+        celeba = data.get_source(data_config("CELEBA", 64, 3), "test")
+        x, _ = _all(celeba)
+        assert celeba.num_classes == 0  # attributes, no class label
         for i in range(6):
             crop = raw[i]["image"][39:179, 19:159]
             expected = np.asarray(Image.fromarray(crop).resize((64, 64), Image.Resampling.BILINEAR))

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from score_sde import analytic
+from score_sde.conditional import classifier_free_guided
 from score_sde.evaluation import compare as cmp
 from score_sde.evaluation import images, metrics, stats
 from score_sde.evaluation.features import rebatch
@@ -36,12 +37,17 @@ def to_unit(x):
     return (x + 1.0) / 2.0  # centred data
 
 
-@pytest.fixture(scope="module")
-def problem():
+def _mixture():
+    """Two components of flattened 4x4 images, around pixels -0.4 and 0.4 (centred data)."""
     d = int(np.prod(SHAPE))
     rng = np.random.default_rng(0)
     means = np.stack([np.full(d, -0.4), np.full(d, 0.4)]) + 0.1 * rng.standard_normal((2, d))
-    mixture = analytic.GaussianMixture.create([0.5, 0.5], means, np.stack([0.02 * np.eye(d)] * 2))
+    return analytic.GaussianMixture.create([0.5, 0.5], means, np.stack([0.02 * np.eye(d)] * 2))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    mixture = _mixture()
     sde = VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
     x0, _ = mixture.sample(jax.random.key(1), 2000)
     data = images.to_uint8(to_unit(np.asarray(x0)).reshape(-1, *SHAPE))
@@ -147,6 +153,37 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
     with pytest.raises(ValueError, match="different comparison"):
         _run(problem, tmp_path / "full", num_samples=NUM + 1)
     assert not [p for p in os.listdir(tmp_path / "full") if ".tmp" in p]
+
+
+def test_compare_per_guidance_weight(problem, tmp_path):
+    """With guidance weights, every sampler setting is run at each, from the same noise: the guided score of a
+    labelled mixture (the problem's two components are classes 0 and 1) for labels 0 draws class-0 samples at
+    w = 0 and w = 3, different ones; the table and the plot have one line per weight."""
+    score_fn, sde, _, reference = problem
+    exact = analytic.class_score_fn(_mixture(), [0, 1], sde)
+    conditional = jax.tree_util.Partial(lambda s, x, t, y: s(x.reshape(len(x), -1), t, y).reshape(x.shape), exact)
+
+    def guide(weight, shard):
+        labels = np.zeros(BATCH, np.int32)
+        return classifier_free_guided(conditional, sde, labels, num_classes=2, weight=weight)
+
+    settings = cmp.grid(["ode:euler"], steps=[10], guidance_weights=[0.0, 3.0])
+    assert [s.name for s in settings] == ["ode-euler_w0_steps10", "ode-euler_w3_steps10"]
+    rows = cmp.compare(
+        score_fn, sde, settings, str(tmp_path), image_shape=SHAPE, num_samples=NUM, batch_size=BATCH,
+        extractor=PixelFeatures(), reference=reference, to_unit=to_unit, seed=3, kid_subsets=5, guide=guide,
+    )  # fmt: skip
+    assert [r["guidance_weight"] for r in rows] == [0.0, 3.0]
+    assert [r["guidance_weight"] for r in _table(tmp_path / "results.csv")] == ["0.0", "3.0"]
+    first = [np.load(tmp_path / "samples" / s.name / "shard_00000.npz")["samples"] for s in settings]
+    for samples in first:  # class 0: pixels near (1 - 0.4) / 2 = 0.3, not 0.7
+        assert np.all(samples.reshape(BATCH, -1).mean(1) < 0.5 * 255)
+    assert not np.array_equal(first[0], first[1])
+    with pytest.raises(ValueError, match=r"need guide\(weight, shard\)"):
+        cmp.compare(
+            score_fn, sde, settings, str(tmp_path / "x"), image_shape=SHAPE, num_samples=NUM, batch_size=BATCH,
+            extractor=PixelFeatures(), reference=reference,
+        )  # fmt: skip
 
 
 def test_run_compare_from_checkpoint(tmp_path):

@@ -341,6 +341,34 @@ def test_ncsn_and_ddpm_are_conditioned_on_the_label():
         assert not np.allclose(y[0], y[1], atol=1e-4)  # same image, different noise levels
 
 
+@pytest.mark.parametrize("network", ["ncsnpp", "ddpmpp", "ddpm"])
+def test_class_conditional_networks(network):
+    """config.model.num_classes = K adds one (K + 1, E) class embedding (``Embed_0``) to the noise embedding and
+    nothing else, so K = 0 is today's network and the released checkpoints still fit; the label changes the output,
+    no label is the null label K (the unconditional score); an unconditional network refuses labels."""
+    options = {"ncsnpp": dict(), "ddpmpp": NCSNPP_VARIANTS["ddpmpp"], "ddpm": dict(name="ddpm", nf=32)}[network]
+    labels = SIGMAS if network == "ncsnpp" else jnp.array([3.0, 870.0])
+    config, unconditional = ncsnpp_config(num_classes=3, **options), ncsnpp_config(**options)
+    variables, apply = init_and_apply(config, X, labels)
+    embedding = variables["params"].pop("Embed_0")["embedding"]
+    width = 2 * 8 if network == "ncsnpp" else config.model.nf  # Fourier features are two per frequency
+    assert embedding.shape == (4, width)
+    plain, _ = init_and_apply(unconditional, X, labels)
+    assert jax.tree.map(jnp.shape, plain) == jax.tree.map(jnp.shape, variables)
+    variables["params"]["Embed_0"] = {"embedding": embedding}
+    x = jnp.broadcast_to(X[:1], X.shape)  # the same image and noise level in both rows, two classes
+    same = labels[:1].repeat(2)
+    y = apply(variables, x, same, jnp.array([0, 2]))
+    assert not np.allclose(y[0], y[1], atol=1e-4)
+    null = apply(variables, x, same, jnp.array([3, 3]))
+    np.testing.assert_allclose(apply(variables, x, same), null, rtol=1e-5, atol=1e-6)
+    model = get_model(unconditional)
+    with pytest.raises(ValueError, match=r"class labels given to an unconditional network"):
+        jax.eval_shape(lambda: model.apply(plain, X, labels, jnp.array([0, 1])))
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 0"):
+        get_model(ncsnpp_config(num_classes=-1, **options)).apply(variables, X, labels)
+
+
 def test_wideresnet_classifier_logits():
     config = ml_collections.ConfigDict(
         {"model": dict(name="wideresnet_noise_conditional", blocks_per_group=1, channel_multiplier=1, num_classes=10)}

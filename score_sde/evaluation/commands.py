@@ -173,6 +173,10 @@ def run_compare(
     overrides: list[str] = (),
     extractor=None,
     resize: str = "tf1",
+    class_label: int | str | None = None,
+    guidance_weights: list[float] | None = None,
+    classifier: str | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> list[dict]:
     """``compare CHECKPOINT OUT --samplers ... (--nfe ... | --steps ...) [--schedule S]``: for a model
     checkpoint, every sampler (a registered name, ``pc:PREDICTOR:CORRECTOR``, optionally ``@SCHEDULE``) at
@@ -184,16 +188,27 @@ def run_compare(
     dataset. A killed run, restarted with the same arguments, resumes where it stopped. ``overrides``:
     "a.b=value" for the checkpoint's config (e.g. sampling.snr=0.17), as every command's --config.a.b=value.
     ``extractor`` replaces the Inception network (tests); ``resize``: its resize convention (see
-    `run_fid_stats`)."""
+    `run_fid_stats`). With ``class_label`` (a class index, or 'random': each sample's class uniform, per shard from
+    (seed, shard) as `sample` draws them), every setting samples that class at each of ``guidance_weights``
+    (default: the exact conditional), by classifier-free guidance of a class-conditional model or, with
+    ``classifier``, classifier guidance (`wiring.class_guidance`), so that FID and KID against NFE are drawn per
+    guidance weight."""
     from score_sde import checkpoints, data, models, parallel
     from score_sde import sde as sde_lib
-    from score_sde.config import with_overrides
     from score_sde.evaluation import compare as compare_lib
-    from score_sde.wiring import score_fn_for
+    from score_sde.wiring import class_guidance, score_fn_for, with_checked_overrides
 
     params, params_ema, config = checkpoints.load_model(checkpoint)
-    config = with_overrides(config, overrides)
+    config = with_checked_overrides(config, overrides)
     params = params_ema if ema else params
+    if class_label is None and (classifier, guidance_weights, guidance_interval) != (None, None, None):
+        raise ValueError("--classifier, --guidance-weight and --guidance-interval need --class-label")
+    guidances = {}  # weight -> its ClassGuidance, built (and checked) before anything is sampled
+    if class_label is not None:
+        for w in guidance_weights or [None]:
+            guidance = class_guidance(config, classifier=classifier, weight=w, interval=guidance_interval)
+            guidance.labels(class_label, 1, seed, 0)  # an unknown spec or a class outside the model's fails here
+            guidances[guidance.weight] = guidance
     # The samples split over every device when the batch allows it, the weights replicated on them.
     mesh = parallel.data_mesh()
     sharding = parallel.batch_sharding(mesh) if batch_size % mesh.size == 0 else None
@@ -201,7 +216,7 @@ def run_compare(
         params = parallel.put_replicated(params, mesh)
     score_fn = score_fn_for(config, models.get_model(config), params)
     sde = sde_lib.get_sde(config)
-    settings = compare_lib.grid(samplers, steps, tolerances, nfe, schedule)
+    settings = compare_lib.grid(samplers, steps, tolerances, nfe, schedule, list(guidances) or [None])
 
     extractor = extractor or InceptionFeatures(weights, batch_size=fid_batch_size, resize=resize)
     ref_stats = ref_stats or os.path.join(out, "reference_train.npz")
@@ -233,6 +248,18 @@ def run_compare(
         bar.set_postfix_str(setting.name)
         bar.update(1)
 
+    def guide(weight, shard):
+        guidance = guidances[weight]
+        return guidance.guide(guidance.labels(class_label, batch_size, seed, shard))(score_fn)
+
+    guided = {}
+    if guidances:
+        any_one = next(iter(guidances.values()))
+        interval = None if guidance_interval is None else list(guidance_interval)
+        guided = {"class_label": class_label, "guidance": any_one.method, "guidance_interval": interval}
+        if classifier is not None:
+            guided["classifier"] = os.path.abspath(classifier)
+
     rows = compare_lib.compare(
         score_fn,
         sde,
@@ -253,14 +280,19 @@ def run_compare(
             "overrides": list(overrides),
             "reference": os.path.abspath(ref_stats),
             "reference_images": reference.n,
+            **guided,
         },
         progress=progress,
+        guide=guide,
     )
     bar.close()
     for r in rows:
         kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f}"
+        weight = r.get("guidance_weight")
         print(
-            f"{r['sampler']:32s} {r.get('schedule') or 'uniform':>9} steps={r['steps'] or '-':>5} "
+            f"{r['sampler']:32s} {r.get('schedule') or 'uniform':>9} "
+            + ("" if weight is None else f"w={weight:<5g} ")
+            + f"steps={r['steps'] or '-':>5} "
             f"tol={r['tol'] or '-':>7} NFE={r['nfe']:7.1f} FID={r['fid']:9.3f} KID={kid} "
             f"({r['sampling_seconds']:.0f} s)"
         )

@@ -37,7 +37,19 @@ from score_sde.evaluation import images as images_lib
 from score_sde.evaluation import metrics
 from score_sde.evaluation.stats import FeatureStats, compute_stats
 
-CSV_COLUMNS = ("sampler", "schedule", "budget", "steps", "tol", "nfe", "fid", "kid", "sampling_seconds", "num_samples")
+CSV_COLUMNS = (
+    "sampler",
+    "schedule",
+    "guidance_weight",
+    "budget",
+    "steps",
+    "tol",
+    "nfe",
+    "fid",
+    "kid",
+    "sampling_seconds",
+    "num_samples",
+)
 GRID_IMAGES = 64
 
 
@@ -48,13 +60,15 @@ class Setting:
     grid); ``budget`` an NFE budget (translated to steps by `Sampler.steps`) or ``steps`` the number of
     steps (the grid's intervals; for PC its N time points, the SDE's N as in the paper); neither for an
     adaptive sampler, which takes the tolerance ``tol`` (rtol = atol of an ODE solver). ``schedule`` is the
-    grid of every sampler without its own."""
+    grid of every sampler without its own. ``guidance``: the class guidance weight of class-conditional samples
+    (None: unguided samples of the model)."""
 
     sampler: str
     steps: int | None = None
     tol: float | None = None
     budget: int | None = None
     schedule: str = "uniform"
+    guidance: float | None = None
 
     @property
     def grid_name(self) -> str:
@@ -65,7 +79,7 @@ class Setting:
         """A file-name-safe, unique label, e.g. ``pc-reverse_diffusion-langevin_steps20``,
         ``edm-heun-karras_nfe10``."""
         spec = self.sampler.partition("@")[0] + ("" if self.grid_name == "uniform" else f"@{self.grid_name}")
-        base = re.sub(r"[^A-Za-z0-9_.-]", "-", spec)
+        base = re.sub(r"[^A-Za-z0-9_.-]", "-", spec) + ("" if self.guidance is None else f"_w{self.guidance:g}")
         if self.budget is not None:
             return f"{base}_nfe{self.budget}"
         return f"{base}_steps{self.steps}" if self.steps is not None else f"{base}_tol{self.tol:g}"
@@ -95,23 +109,26 @@ def grid(
     tolerances: Sequence[float] = (1e-5,),
     nfe: Sequence[int] = (),
     schedule: str = "uniform",
+    guidance_weights: Sequence[float | None] = (None,),
 ) -> list[Setting]:
     """Every sampler at every NFE budget and every step count, on ``schedule`` (unless its name has its own
-    ``@schedule``); adaptive samplers (ode:rk45, tsit5, bosh3, adaptive_sde) at every tolerance. A budget
-    below what a sampler needs fails here, naming it."""
+    ``@schedule``); adaptive samplers (ode:rk45, tsit5, bosh3, adaptive_sde) at every tolerance; each at every
+    guidance weight (None: unguided). A budget below what a sampler needs fails here, naming it."""
     sampling.GRIDS.lookup(schedule, "the schedule")
     settings = []
     for spec in samplers:
         sampler, fixed = _parse(spec)
-        if sampler.adaptive:
-            settings += [Setting(spec, None, float(tol), schedule=schedule) for tol in tolerances]
-            continue
-        if not steps and not nfe:
+        if not sampler.adaptive and not steps and not nfe:
             raise ValueError(f"sampler {spec!r} needs NFE budgets (--nfe) or step counts (--steps)")
-        for budget in nfe:
+        for budget in () if sampler.adaptive else nfe:
             sampler.steps(int(budget), **fixed)
-        settings += [Setting(spec, None, None, int(b), schedule) for b in nfe]
-        settings += [Setting(spec, int(n), schedule=schedule) for n in steps]
+        for w in guidance_weights:
+            w = None if w is None else float(w)
+            if sampler.adaptive:
+                settings += [Setting(spec, None, float(tol), schedule=schedule, guidance=w) for tol in tolerances]
+                continue
+            settings += [Setting(spec, None, None, int(b), schedule, w) for b in nfe]
+            settings += [Setting(spec, int(n), schedule=schedule, guidance=w) for n in steps]
     names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise ValueError(f"the grid repeats a setting: {names}")
@@ -175,7 +192,7 @@ def _check_manifest(out_dir: str, manifest: dict) -> None:
 def _sample_setting(
     setting: Setting,
     fn: Callable,
-    score_fn,
+    score_for: Callable[[int], Callable],
     directory: str,
     *,
     num_samples: int,
@@ -195,7 +212,7 @@ def _sample_setting(
         if os.path.exists(path):
             continue
         start = time.perf_counter()
-        x, nfe = fn(jax.random.fold_in(base, i), score_fn)
+        x, nfe = fn(jax.random.fold_in(base, i), score_for(i))
         x = np.asarray(x)  # waits for the device: the time below is the sampling's
         seconds = time.perf_counter() - start
         count = min(batch_size, num_samples - i * batch_size)
@@ -250,6 +267,7 @@ def _evaluate_setting(
     return {
         "sampler": setting.sampler,
         "schedule": setting.grid_name,
+        "guidance_weight": setting.guidance,
         "budget": setting.budget,
         "steps": steps,
         "tol": setting.tol,
@@ -271,9 +289,12 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 
 def _line(row: dict) -> str:
-    """A row's line in the plot: its sampler, with its schedule unless uniform or named in the sampler."""
+    """A row's line in the plot: its sampler, with its schedule unless uniform or named in the sampler, and its
+    guidance weight."""
     schedule = row.get("schedule") or "uniform"
-    return row["sampler"] if schedule == "uniform" or "@" in row["sampler"] else f"{row['sampler']} ({schedule})"
+    line = row["sampler"] if schedule == "uniform" or "@" in row["sampler"] else f"{row['sampler']} ({schedule})"
+    weight = row.get("guidance_weight")
+    return line if weight is None or weight == "" else f"{line}, w={float(weight):g}"
 
 
 def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
@@ -319,15 +340,19 @@ def compare(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     progress: Callable[[Setting, int, int], None] | None = None,
+    guide: Callable[[float, int], Callable] | None = None,
 ) -> list[dict]:
-    """Samples ``num_samples`` images per setting in shards of ``batch_size`` with ``score_fn(x, t)``,
-    and scores them against ``reference`` with ``extractor`` (an `InceptionFeatures`, or anything with
-    its ``stream``). ``to_unit`` maps samples to [0, 1] (the data's inverse scaler). ``progress(setting,
-    shard, n_shards)`` runs after each new shard is saved. ``manifest``: more that identifies the run
-    (checkpoint, reference statistics), checked on restart with the grid and sizes. Returns the rows
-    of ``results.csv`` (dicts keyed by `CSV_COLUMNS`)."""
+    """Samples ``num_samples`` images per setting in shards of ``batch_size`` with ``score_fn(x, t)`` (for a
+    setting with a guidance weight w: ``guide(w, shard)``, the guided score of that shard's samples), and scores
+    them against ``reference`` with ``extractor`` (an `InceptionFeatures`, or anything with its ``stream``).
+    ``to_unit`` maps samples to [0, 1] (the data's inverse scaler). ``progress(setting, shard, n_shards)`` runs
+    after each new shard is saved. ``manifest``: more that identifies the run (checkpoint, reference statistics),
+    checked on restart with the grid and sizes. Returns the rows of ``results.csv`` (dicts keyed by
+    `CSV_COLUMNS`)."""
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 (FID needs a covariance), got {num_samples}")
+    if guide is None and any(s.guidance is not None for s in settings):
+        raise ValueError("settings with a guidance weight need guide(weight, shard)")
     options = dict(sampler_options or {})
     os.makedirs(out_dir, exist_ok=True)
     _check_manifest(
@@ -350,10 +375,14 @@ def compare(
         metrics_path = os.path.join(directory, "metrics.json")
         if not os.path.exists(metrics_path):
             fn, steps = sampling_fn(setting, sde, shape, sharding=sharding, **options)
+            if setting.guidance is None:
+                score_for = lambda shard: score_fn
+            else:
+                score_for = functools.partial(guide, setting.guidance)
             _sample_setting(
                 setting,
                 fn,
-                score_fn,
+                score_for,
                 directory,
                 num_samples=num_samples,
                 batch_size=batch_size,
