@@ -349,5 +349,10 @@ def convert(checkpoint: str, config: ml_collections.ConfigDict, *, format: str =
 def run(checkpoint: str, config: ml_collections.ConfigDict, output: str, *, format: str = "auto") -> None:
     """``score-sde convert``: converts an official checkpoint file for the network of ``config`` and writes the
     model checkpoint directory ``output`` (which must not exist) with ``checkpoints.save_model``."""
+    if str(config.model.get("formulation", "paper")) != "paper":
+        raise ValueError(
+            f"the released checkpoints were trained with the paper's formulation, not config.model.formulation="
+            f"{config.model.formulation!r}: give the config of the experiment they come from"
+        )
     params, params_ema = convert(checkpoint, config, format=format)
     checkpoints.save_model(output, params=params, params_ema=params_ema, config=config)

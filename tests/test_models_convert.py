@@ -209,6 +209,20 @@ def test_checkpoint_not_fitting_the_config_is_refused(checkpoint, field, value, 
         convert.convert(str(DATA / checkpoint), config)
 
 
+def test_released_checkpoints_are_unconditional_and_of_the_papers_formulation(tmp_path):
+    """A config in EDM's formulation is refused before anything is read; a class-conditional one names the class
+    embedding the checkpoint lacks."""
+    config = _config("flax_ddpmpp_vp")
+    config.model.formulation = "edm"
+    with pytest.raises(ValueError, match=r"trained with the paper's formulation, not config.model.formulation='edm'"):
+        convert.run(str(DATA / "flax_ddpmpp_vp.msgpack"), config, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    config = _config("flax_ddpmpp_vp")
+    config.model.num_classes = 10
+    with pytest.raises(convert.CheckpointMismatch, match=r"the checkpoint has no parameter Embed_0/embedding"):
+        convert.convert(str(DATA / "flax_ddpmpp_vp.msgpack"), config)
+
+
 def test_reading_pth_without_torch_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(ImportError, match="pip install"):
