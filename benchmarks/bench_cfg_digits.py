@@ -47,7 +47,7 @@ PER_CLASS_IN_GRID = 8
 
 
 def _sampler_overrides(nfe: int) -> list[str]:
-    return ["sampling.method=edm:heun", "sampling.schedule=karras", "sampling.steps=None", f"sampling.nfe={nfe}"]
+    return ["sampling.method=edm:heun", "sampling.schedule=karras", f"sampling.nfe={nfe}"]
 
 
 def _class_grid(samples: np.ndarray, labels: np.ndarray, path: str) -> None:

@@ -184,10 +184,10 @@ def sampler(config, *, predictor, corrector):
     return config
 
 
-def edm(config, *, sampling_steps=18):
+def edm(config, *, sampling_nfe=35):
     """EDM's formulation (Karras et al. 2022): the preconditioned denoiser and its loss, EDM's own SDE
     (sigma(t) = t from sigma_min 0.002 to sigma_max 80), sampled with its Heun sampler on the Karras grid
-    (18 steps: 35 network evaluations). Data in [-1, 1] (sigma_data 0.5)."""
+    (35 network evaluations: 18 steps). Data in [-1, 1] (sigma_data 0.5)."""
     config.model.formulation = "edm"
     config.model.sigma_data = 0.5
     config.model.scale_by_sigma = False  # c_out scales the output
@@ -201,7 +201,7 @@ def edm(config, *, sampling_steps=18):
     sampling = config.sampling
     sampling.method = "edm:heun"
     sampling.schedule = "karras"
-    sampling.steps = sampling_steps
+    sampling.nfe = sampling_nfe
     return config
 
 

@@ -86,7 +86,10 @@ def set_config_value(config: ml_collections.ConfigDict, key: str, text: str) -> 
 
 
 def _parse_like(old, text: str):
-    """Parses ``text`` as a value of the same type as ``old``."""
+    """Parses ``text`` as a value of the same type as ``old``; "None" unsets a field that is not a string (e.g.
+    config.sampling.steps, to give config.sampling.nfe instead)."""
+    if text.strip() == "None" and not isinstance(old, str):
+        return None
     if isinstance(old, bool):
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes"):

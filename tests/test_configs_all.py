@@ -200,6 +200,8 @@ def test_overrides_are_typed():
             "sampling.predictor=euler_maruyama",
             "data.tfds_data_dir=/data/tfds",
             "optim.lr=1e-3",
+            "model.dropout=None",
+            "sampling.corrector=None",
         ],
     )
     assert config.training.batch_size == 64 and isinstance(config.training.batch_size, int)
@@ -209,6 +211,7 @@ def test_overrides_are_typed():
     assert config.sampling.predictor == "euler_maruyama"
     assert config.data.tfds_data_dir == "/data/tfds"
     assert config.optim.lr == 1e-3
+    assert config.model.dropout is None and config.sampling.corrector == "None"  # "None" unsets all but strings
 
 
 @pytest.mark.parametrize(
