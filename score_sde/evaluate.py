@@ -16,7 +16,7 @@ import numpy as np
 
 from score_sde import checkpoints as ckpt_lib
 from score_sde import data as data_lib
-from score_sde import files, likelihood, parallel
+from score_sde import files, likelihood, models, parallel
 from score_sde import sde as sde_lib
 from score_sde.evaluation import images as images_lib
 from score_sde.evaluation.images import save_grid
@@ -47,10 +47,11 @@ def _named(stem: str, step) -> str:
 
 
 def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
-    """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once.
-    Written to OUT/loss_<step>.json (loss.json for a model checkpoint without a step).
-    Returns {"loss", "count", "step"}."""
+    """The model's mean loss (EMA parameters, no dropout) over the whole test split, every example once; a
+    class-conditional model's with the test labels (and its label dropout, the training objective). Written to
+    OUT/loss_<step>.json (loss.json for a model checkpoint without a step). Returns {"loss", "count", "step"}."""
     model, params, config, step = load_for_eval(model_path, overrides)
+    conditional = models.num_classes(config) > 0
     mesh = parallel.data_mesh()
     batch_size = int(config.eval.batch_size)
     parallel.check_batch_size(batch_size, mesh, "config.eval.batch_size")
@@ -58,8 +59,11 @@ def evaluate_loss(model_path: str, *, overrides=(), out=None) -> dict:
     params = parallel.put_replicated(params, mesh)
     total, count = 0.0, 0
     source = data_lib.get_source(config, "test")
+    if conditional and not source.num_classes:
+        raise ValueError(f"the model is class-conditional, but dataset {config.data.dataset!r} has no labels")
     for i, batch in enumerate(data_lib.eval_batches(source, batch_size, config)):
-        x, mask = parallel.put_batch((batch["image"], batch["mask"]), mesh, batch_size)
+        rows = (batch["image"], batch["label"]) if conditional else batch["image"]
+        x, mask = parallel.put_batch((rows, batch["mask"]), mesh, batch_size)
         s, n = eval_fn(params, jax.random.fold_in(stream_key(config, EVAL_STREAM), i), x, mask)
         total, count = total + float(to_host(s)), count + int(to_host(n))
     result = {"loss": total / count, "count": count, "step": step}

@@ -89,7 +89,7 @@ def make_loss_fn(config, model, *, train: bool) -> LossFn:
         P_mean=float(training.get("P_mean", -1.2)),
         P_std=float(training.get("P_std", 1.2)),
     )
-    classes = models.num_classes(config)
+    classes = models.num_classes(config, model)
     label_dropout = float(training.get("label_dropout", 0.0))
     if not 0.0 <= label_dropout <= 1.0:
         raise ValueError(f"config.training.label_dropout must lie in [0, 1], got {label_dropout}")
@@ -170,7 +170,7 @@ def class_guidance(config, *, classifier: str | None = None, weight=None, interv
 
         classes = int(classifier_config.model.num_classes)
         return ClassGuidance("classifier", classes, weight, None, classifier_guide)
-    classes = models.num_classes(config)
+    classes = models.num_classes(config, models.get_model(config))
     if not classes:
         raise ValueError(
             "class labels need a class-conditional model (config.model.num_classes > 0) or a classifier "

@@ -209,7 +209,7 @@ def test_classifier_free_guided_samples_resume_with_their_labels(conditional_mod
     """A class-conditional model with --class-label random: each shard holds its samples' labels, drawn from
     (seed, shard), and a rerun after losing a shard rewrites it identically; --class-label K gives all K. The
     command records the guidance; a label outside the classes and a bad interval are refused before anything is
-    written."""
+    written. `eval` takes the test labels."""
     sample = ["sample", "--model", conditional_model, "--num-samples", "12", "--batch-size", "8"]
     sample += ["--config.sampling.method=ode", "--config.sampling.ode_method=euler", "--config.sampling.ode_steps=2"]
     out = tmp_path / "random"
@@ -228,6 +228,8 @@ def test_classifier_free_guided_samples_resume_with_their_labels(conditional_mod
     again = dict(np.load(out / "samples_00001.npz"))
     for key in shards[1]:
         np.testing.assert_array_equal(again[key], shards[1][key], err_msg=key)
+    status, stdout, err = run_cli(["eval", "--model", conditional_model, "--out", str(tmp_path / "eval")], capsys)
+    assert status == 0 and "test loss" in stdout and "over 297 examples" in stdout, err  # with the test labels
     status, _, err = run_cli(sample + ["--out", str(tmp_path / "three"), "--class-label", "3"], capsys)
     assert status == 0, err
     assert np.all(np.load(tmp_path / "three" / "samples_00000.npz")["labels"] == 3)

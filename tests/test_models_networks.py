@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from score_sde.config import load_config
-from score_sde.models import get_model, get_sigmas
+from score_sde.models import get_model, get_sigmas, num_classes
 from score_sde.models import up_or_down_sampling as updown
 from score_sde.models.wideresnet import cifar10_classifier_config
 
@@ -365,6 +365,9 @@ def test_class_conditional_networks(network):
     model = get_model(unconditional)
     with pytest.raises(ValueError, match=r"class labels given to an unconditional network"):
         jax.eval_shape(lambda: model.apply(plain, X, labels, jnp.array([0, 1])))
+    refinenet = _refinenet_config("ncsnv2_64", num_classes=3)
+    with pytest.raises(ValueError, match=r"num_classes=3: the network 'ncsnv2_64' takes no class labels"):
+        num_classes(refinenet, get_model(refinenet))
     with pytest.raises(ValueError, match=r"num_classes must be an integer >= 0"):
         get_model(ncsnpp_config(num_classes=-1, **options)).apply(variables, X, labels)
 

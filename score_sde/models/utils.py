@@ -6,6 +6,7 @@ All read an ``ml_collections.ConfigDict`` with the official field names (``confi
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -50,12 +51,19 @@ def get_act(config: ml_collections.ConfigDict) -> Callable:
     return _ACTIVATIONS[name]
 
 
-def num_classes(config: ml_collections.ConfigDict) -> int:
-    """``config.model.num_classes`` of a score network: 0 (absent in configs saved before it existed) for an
-    unconditional one, K for one conditioned on K classes (and the null label K, see layers.add_class_embedding)."""
+def num_classes(config: ml_collections.ConfigDict, model: nn.Module | None = None) -> int:
+    """The classes a score network is conditioned on, ``config.model.num_classes``: 0 (absent in configs saved
+    before it existed) for an unconditional one, K for one conditioned on K classes (and the null label K, see
+    layers.add_class_embedding). Given the network ``model`` of a K > 0 config, checks that it takes class labels
+    (``__call__(x, labels, class_labels, ...)``)."""
     value = config.model.get("num_classes", 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"config.model.num_classes must be an integer >= 0 (0: unconditional), got {value!r}")
+    if value and model is not None and "class_labels" not in inspect.signature(type(model).__call__).parameters:
+        raise ValueError(
+            f"config.model.num_classes={value}: the network {config.model.name!r} takes no class labels "
+            "(NCSN++, DDPM++ and DDPM do)"
+        )
     return value
 
 
