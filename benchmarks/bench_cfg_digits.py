@@ -12,10 +12,10 @@ grid at 10 and 20 NFE (w = 0) and at 20 NFE with guidance weights 1 and 3:
   - a grid per setting, one row per class.
 The table and the grids go to benchmarks/results/ (cfg_digits_cpu.md, cfg_digits/). Every stage resumes:
 
-    PYTHONPATH=. python benchmarks/bench_cfg_digits.py [--workdir runs/bench_cfg_digits] [--num-samples 200]
+    PYTHONPATH=. python benchmarks/bench_cfg_digits.py [--workdir runs/bench_cfg_digits] [--num-samples 1000]
 
-Size: training takes about 2 x 1.5 CPU-minutes; the Inception network (about 2 images/s on 2 cores) dominates
-the rest, (8 settings x num-samples + reference) images.
+Size: training takes about 2 x 1.5 minutes on 2 cores; the Inception network dominates the rest, (8 settings x
+num-samples + reference + 297 test) images.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from conditional_digits import digit_evaluator
 from score_sde import evaluate, train
 from score_sde.config import load_config
 from score_sde.evaluation import metrics, weights
+from score_sde.evaluation.commands import dataset_batches
 from score_sde.evaluation.features import InceptionFeatures
 from score_sde.evaluation.images import save_grid
 from score_sde.evaluation.stats import compute_stats, load_stats
@@ -62,8 +63,8 @@ def _class_grid(samples: np.ndarray, labels: np.ndarray, path: str) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/bench_cfg_digits")
-    parser.add_argument("--num-samples", type=int, default=200, help="samples per setting")
-    parser.add_argument("--reference", type=int, default=500, help="training images for the KID reference")
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples per setting")
+    parser.add_argument("--reference", type=int, default=1500, help="training images for the KID reference")
     parser.add_argument("--train-override", nargs="*", default=[], help="e.g. training.n_iters=100 (a quick check)")
     parser.add_argument("--results", default=RESULTS)
     args = parser.parse_args()
@@ -82,7 +83,10 @@ def main():
     reference = load_stats(_reference("configs/small/digits.py", args.workdir, args.reference))[0]
     extractor = InceptionFeatures(None, batch_size=args.num_samples)
 
-    rows = []
+    test_digits = np.concatenate(list(dataset_batches(load_config("configs/small/digits.py"), "test", 500)))
+    test_features = compute_stats(extractor, [test_digits]).features
+    floor = metrics.kernel_distance(test_features, reference.features, 50, min(100, len(test_digits)), 0)
+    rows = [f"| real test digits ({len(test_digits)}) | | | {real_accuracy:.3f} | {floor:.4f} | | |"]
     for name in MODELS:
         for nfe, weight in SETTINGS:
             setting = f"{name}_nfe{nfe}_w{weight:g}"
@@ -125,7 +129,8 @@ def main():
   conditional model)
 - accuracy: the fraction of samples that a logistic regression of clean digits (trained on the train split)
   labels as the class asked for; on the real test digits it scores {real_accuracy:.3f}
-- KID: against Inception features of the first {args.reference} training images (50 subsets of up to 100)
+- KID: against Inception features of the first {args.reference} training images (50 subsets of up to 100); the
+  first row is the real test digits' (the floor at this sample size)
 
 | model | NFE | w | accuracy | KID | sampling s | grid (a row per class) |
 |---|---:|---:|---:|---:|---:|---|

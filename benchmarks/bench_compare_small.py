@@ -94,10 +94,13 @@ def _report(results: str, rows: list[dict], header: list[str]) -> None:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    from score_sde.evaluation.compare import line_style
+
     fig, ax = plt.subplots(figsize=(7, 5))
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        points = sorted((float(r["nfe"]), max(float(r["kid"]), 1e-5)) for r in rows if r["sampler"] == sampler)
-        ax.plot(*zip(*points), marker="o", label=sampler)
+        mine = [r for r in rows if r["sampler"] == sampler]
+        points = sorted((float(r["nfe"]), max(float(r["kid"]), 1e-5)) for r in mine)
+        ax.plot(*zip(*points), label=sampler, **line_style(sampler, mine[0]["schedule"]))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("NFE")

@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
     model.dropout = 0.1
     model.embedding_type = "fourier"
     model.ema_rate = 0.999
+    # False: the EMA decays at ema_rate from the first step (the official JAX code); True: at
+    # min(ema_rate, (1 + n) / (10 + n)) at step n, as the official PyTorch port.
+    model.ema_warmup = False
     model.scale_by_sigma = True
     model.conditional = True  # noise-level conditioning (the time embedding)
     model.num_classes = 0  # > 0: a class-conditional network, with a null label for the unconditional score

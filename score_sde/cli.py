@@ -68,6 +68,13 @@ def _add_train(p):
         help="folder for checkpoints, logs, TensorBoard and sample grids; "
         "a run restarted with the same workdir resumes from its last checkpoint",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune: start from the parameters and EMA of MODEL (a converted released checkpoint, another run's "
+        "workdir or one of its steps) with a fresh optimizer at step 0; its network must be the config's. Once the "
+        "workdir has checkpoints of its own, the run resumes from them instead",
+    )
 
 
 def _training_config(args):
@@ -92,13 +99,13 @@ def _training_config(args):
 def _run_train(args):
     from score_sde import train
 
-    train.train(*_training_config(args))
+    train.train(*_training_config(args), init_from=args.init_from)
 
 
 def _run_train_classifier(args):
     from score_sde import train
 
-    train.train_classifier(*_training_config(args))
+    train.train_classifier(*_training_config(args), init_from=args.init_from)
 
 
 def _add_model(p):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -28,10 +29,12 @@ class Registry(dict[str, T], Generic[T]):
         return register
 
     def lookup(self, name: str, source: str | None = None) -> T:
-        """The object registered as ``name``. An unknown name raises ValueError naming ``source`` (where
-        the name came from, e.g. the config key) and the registered names."""
+        """The object registered as ``name``. An unknown name raises ValueError naming it, ``source`` (where it
+        came from, e.g. the config key) and the registered names, the closest first:
+        ``unknown sampler 'dpmpp_2m' (config.sampling.method); known: dpm_solver++:2m, ...``."""
         try:
             return self[str(name).lower()]
         except KeyError:
-            given = f"{source}={name!r}" if source else repr(name)
-            raise ValueError(f"unknown {self.kind} {given}; registered: {sorted(self)}") from None
+            known = difflib.get_close_matches(str(name).lower(), list(self), n=len(self), cutoff=0.0)
+            where = f" ({source})" if source else ""
+            raise ValueError(f"unknown {self.kind} {str(name)!r}{where}; known: {', '.join(known)}") from None

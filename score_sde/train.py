@@ -5,7 +5,8 @@ One training step (``config.training.n_jitted_steps`` of them per compiled call,
     loss   = mean over the global batch of the per-example score-matching loss  (core's losses.py)
     grads  = pmean over devices of d loss_local / d params
     params = Adam(clip_by_global_norm(grads, grad_clip), lr * min(step / warmup, 1))
-    ema    = ema_rate * ema + (1 - ema_rate) * params
+    ema    = d * ema + (1 - d) * params,  d = ema_rate (the official JAX code), or with config.model.ema_warmup
+             min(ema_rate, (1 + n) / (10 + n)) at the n-th update (the official PyTorch port)
 
 Determinism: the global batch of step s is a function of (seed, s) (the data pipeline); the random
 draws of example i of step s (diffusion time, noise, dropout) come from the key fold_in(fold_in(key, s), i).
@@ -131,10 +132,21 @@ def per_example_mean(loss_fn: LossFn, params, keys, x):
     return jnp.mean(per_example_losses(loss_fn, params, keys, x))
 
 
-def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax.Array):
+def ema_decay(step, ema_rate: float, warmup: bool = False):
+    """The EMA's decay at the update after ``step`` steps: ``ema_rate`` from the first update (the official JAX
+    code), or with ``warmup`` min(ema_rate, (1 + n) / (10 + n)) at update n = step + 1 (the official PyTorch
+    port's ExponentialMovingAverage, whose early averages forget the initial weights faster)."""
+    if not warmup:
+        return ema_rate
+    n = step + 1
+    return jnp.minimum(ema_rate, (1.0 + n) / (10.0 + n))
+
+
+def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax.Array, ema_warmup: bool = False):
     """Returns ``train_fn(state, batches) -> (state, (losses, grad_norms))``, compiled, running one step per
     leading entry of ``batches`` (n_steps, B, ...), or a pytree of such arrays (sharded over the batch axis,
-    see `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated."""
+    see `parallel.put_batch`); state is replicated (`parallel.put_replicated`) and donated. The EMA decays as
+    `ema_decay` says."""
     axis = parallel.AXIS
 
     def one_step(state: TrainState, x):
@@ -149,7 +161,8 @@ def make_train_fn(loss_fn: LossFn, optimizer, *, ema_rate: float, mesh, key: jax
         loss = jax.lax.pmean(loss, axis)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        params_ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.params_ema, new_params)
+        decay = ema_decay(state.step.astype(jnp.float32), ema_rate, ema_warmup)
+        params_ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.params_ema, new_params)
         new_state = TrainState(step=state.step + 1, params=new_params, params_ema=params_ema, opt_state=opt_state)
         return new_state, (loss, optax.tree.norm(grads))
 
@@ -215,7 +228,17 @@ def _check_same_model(saved, config, workdir):
     now = json.loads(config.model.to_json())
     before = json.loads(saved.model.to_json())
     # Fields that change how the network is trained or run, not the shapes of its parameters.
-    free = ("ema_rate", "dtype", "dropout", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max")
+    free = (
+        "ema_rate",
+        "ema_warmup",
+        "dtype",
+        "dropout",
+        "sigma_min",
+        "sigma_max",
+        "num_scales",
+        "beta_min",
+        "beta_max",
+    )
     differ = sorted(k for k in set(now) | set(before) if k not in free and now.get(k) != before.get(k))
     if differ:
         details = ", ".join(f"model.{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ)
@@ -271,6 +294,31 @@ class _Monitor:
             self.metrics.close()
 
 
+def _initialised_from(path: str, config, state: TrainState, mesh) -> TrainState:
+    """``state`` (step 0, a fresh optimizer) with the parameters and EMA of the model at ``path``, which must be
+    of the network of ``config`` (the first parameter that differs is named, as `score-sde convert` does) and of
+    its formulation."""
+    from score_sde.convert import CheckpointMismatch, fit_to_config
+
+    params, params_ema, saved = ckpt_lib.load_model(path)
+    if formulation(with_later_keys(saved)) != formulation(config):
+        raise ValueError(
+            f"--init-from {path}: the model was trained with the {formulation(saved)!r} formulation, the config "
+            f"is of the {formulation(config)!r} one (config.model.formulation)"
+        )
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state.params)
+    try:
+        params, params_ema = fit_to_config(params, shapes), fit_to_config(params_ema, shapes)
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(f"--init-from {path} does not fit the config's network: {e}") from None
+    return TrainState(
+        step=state.step,
+        params=parallel.put_replicated(params, mesh),
+        params_ema=parallel.put_replicated(params_ema, mesh),
+        opt_state=state.opt_state,
+    )
+
+
 def _crossed(before: int, after: int, freq: int) -> bool:
     """Whether a multiple of ``freq`` lies in (before, after]."""
     return freq > 0 and after // freq > before // freq
@@ -287,8 +335,11 @@ def run_training(
     eval_batch=None,
     sample_fn=None,
     mesh=None,
+    init_from: str | None = None,
 ) -> TrainState:
-    """The training loop, resuming from the newest readable checkpoint in ``workdir``.
+    """The training loop, resuming from the newest readable checkpoint in ``workdir``; without one, from the
+    parameters and EMA of the model at ``init_from`` (a model checkpoint, a workdir or one of its steps) if given,
+    with a fresh optimizer at step 0 (fine-tuning), else from the seed's initialisation.
 
     ``train_batches(start_step)`` iterates over this host's rows of the global batches of steps
     start_step, start_step + 1, ... (numpy, scaled to the model's range; an array of images or a pytree of
@@ -316,10 +367,18 @@ def run_training(
         step, tree = restored
         state = TrainState(step=parallel.put_replicated(jnp.int32(step), mesh), **tree)
         log.info("resuming from step %d of %s", step, workdir)
+    elif init_from is not None:
+        state = _initialised_from(init_from, config, state, mesh)
+        log.info("starting from the parameters and EMA of %s (a fresh optimizer, step 0)", init_from)
     start = int(to_host(state.step))
 
     train_fn = make_train_fn(
-        loss_fn, optimizer, ema_rate=float(config.model.ema_rate), mesh=mesh, key=stream_key(config, TRAIN_STREAM)
+        loss_fn,
+        optimizer,
+        ema_rate=float(config.model.ema_rate),
+        mesh=mesh,
+        key=stream_key(config, TRAIN_STREAM),
+        ema_warmup=bool(config.model.get("ema_warmup", False)),
     )
     eval_fn = make_eval_fn(eval_loss_fn, mesh=mesh) if eval_batch is not None else None
     batches = train_batches(start)
@@ -401,10 +460,11 @@ def run_training(
 # The job: the network, data, loss and sampler of a config (wiring.py) through the loop
 
 
-def train(config, workdir: str) -> TrainState:
+def train(config, workdir: str, init_from: str | None = None) -> TrainState:
     """Trains the network of ``config`` on its dataset in ``workdir``, resuming if checkpoints are there. A
     class-conditional network (config.model.num_classes > 0) trains on (images, labels), with label dropout
-    (config.training.label_dropout), and its sample grids show the classes in turn (unguided)."""
+    (config.training.label_dropout), and its sample grids show the classes in turn (unguided). ``init_from``: a
+    model to fine-tune (`run_training`)."""
     model = models.get_model(config)
     classes = models.num_classes(config)
     sample_fn = None
@@ -426,10 +486,11 @@ def train(config, workdir: str) -> TrainState:
         make_loss_fn(config, model, train=False),
         classes,
         sample_fn,
+        init_from,
     )
 
 
-def train_classifier(config, workdir: str) -> TrainState:
+def train_classifier(config, workdir: str, init_from: str | None = None) -> TrainState:
     """Trains the time-dependent classifier of ``config`` (a classifier config, e.g. configs/classifier/) with
     the cross-entropy of the labels given x_t ~ p_t(x_t | x_0) at t ~ U(eps, T) of config.training.sde
     (`wiring.make_classifier_loss_fn`): the data, checkpoints, resume and progress bar of `train`."""
@@ -440,7 +501,7 @@ def train_classifier(config, workdir: str) -> TrainState:
             )
     model = models.get_model(config)
     loss_fn = make_classifier_loss_fn(config, model)
-    return _train_on_data(config, workdir, model, loss_fn, loss_fn, int(config.model.num_classes), None)
+    return _train_on_data(config, workdir, model, loss_fn, loss_fn, int(config.model.num_classes), None, init_from)
 
 
 def _loss_rows(config, source, num_classes: int):
@@ -462,7 +523,7 @@ def _loss_rows(config, source, num_classes: int):
     return lambda batch: (batch["image"], batch["label"])
 
 
-def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, num_classes, sample_fn) -> TrainState:
+def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, num_classes, sample_fn, init_from) -> TrainState:
     """`run_training` on the config's train split, the loss on its test split; the losses take the images, or
     (images, labels) with ``num_classes`` > 0."""
     parallel.check_batch_size(int(config.training.batch_size), parallel.data_mesh())
@@ -484,4 +545,5 @@ def _train_on_data(config, workdir, model, loss_fn, eval_loss_fn, num_classes, s
         eval_loss_fn=eval_loss_fn,
         eval_batch=lambda step: test_rows(test_batches[step]),
         sample_fn=sample_fn,
+        init_from=init_from,
     )

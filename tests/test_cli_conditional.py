@@ -158,7 +158,7 @@ def test_bad_solve_input_is_named(model, tmp_path, capsys):
         (["--task", "inpaint", "--split", "test", "--method", "ddrm"], "unknown method 'ddrm'; choose one of"),
         (
             ["--task", "superres", "--split", "test", "--method", "pigdm", "--weight-schedule", "cosine"],
-            "unknown guidance weight schedule 'cosine'; registered: ['constant', 'signal']",
+            "unknown guidance weight schedule 'cosine'; known: constant, signal",
         ),
         (
             ["--task", "inpaint", "--images", _write(tmp_path / "big.npy", np.full((2, 8, 8, 1), 1.5, np.float32))],

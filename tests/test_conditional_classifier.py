@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from score_sde import convert
-from score_sde.conditional import InputConventions, network_log_prob_fn
+from score_sde.conditional import InputConventions, classifier_guided, network_log_prob_fn
 from score_sde.conditional.classifier import check_compatible
 from score_sde.config import load_config
 from score_sde.models.wideresnet import cifar10_classifier_config, standardize_cifar10
@@ -58,6 +58,10 @@ def test_log_prob_fn_is_the_log_softmax_of_the_logits():
     got = jax.jit(network_log_prob_fn(model, params, config))(x, t, labels)
     logits = model.apply({"params": params}, *InputConventions.from_config(config).inputs(x, t))
     np.testing.assert_allclose(got, jax.nn.log_softmax(logits)[jnp.arange(4), labels], rtol=1e-5, atol=1e-6)
+    # Guidance through the Python API refuses a label outside the classifier's classes (it would be NaN and
+    # silently unguided), as the command line does.
+    with pytest.raises(ValueError, match=r"class label 10 is outside the classifier's classes 0..9"):
+        classifier_guided(lambda x, t: x, network_log_prob_fn(model, params, config), jnp.array([0, 10]))
 
 
 def test_the_classifier_config_converts_the_released_checkpoint():

@@ -132,3 +132,14 @@ def test_errors_name_the_problem():
         pigdm(score_fn, sde, blur, np.zeros((3, 2, 2, 1)), sigma_y=0.0)
     with pytest.raises(NoPseudoInverse, match="replacement method needs .* pseudo-inverse.*'dps' or 'pigdm'"):
         replacement_sampler(jax.random.key(0), score_fn, sde, blur, jnp.zeros((3, 2, 2, 1)))
+    # A mask whose batch is neither the measurement's nor 1: named, with both shapes, by every method.
+    mask = Mask.create(np.ones((5, 2, 2, 1)))
+    message = r"the mask has shape \(5, 2, 2, 1\) and the measurement y \(8, 2, 2, 1\): their batches \(5, 8\)"
+    for method in (
+        lambda: replacement_sampler(jax.random.key(0), score_fn, sde, mask, jnp.zeros((8, 2, 2, 1))),
+        lambda: pigdm(score_fn, sde, mask, np.zeros((8, 2, 2, 1)), sigma_y=0.0),
+        lambda: dps(score_fn, sde, mask, np.zeros((8, 2, 2, 1)), sigma_y=0.1),
+    ):
+        with pytest.raises(ValueError, match=message):
+            method()
+    pigdm(score_fn, sde, Mask.create(np.ones((1, 2, 2, 1))), np.zeros((8, 2, 2, 1)), sigma_y=0.0)  # one for all

@@ -408,6 +408,13 @@ def test_registry_and_bad_input():
         unipc(None, score_fn, sde, x, ts, order=5)
     with pytest.raises(ValueError, match="sum to the grid's 6 intervals"):
         dpm_solver(None, score_fn, sde, x, ts, orders=(3, 2))
+    # An order is an integer the solver has: not truncated (2.5), nor parsed ("3"), in every sampler alike.
+    for name in ("dpm_solver:2", "dpm_solver++:2m", "unipc:2", "ipndm", "ipndm_v"):
+        for order in (2.5, "3", True):
+            with pytest.raises(ValueError, match=rf"has orders \[1, 2, 3(, 4)?\], got order={order!r}"):
+                get_sampler(name).fn(None, score_fn, sde, x, ts, order=order)
+    with pytest.raises(ValueError, match=r"DPM-Solver \(each of its steps\) has orders \[1, 2, 3\], got order=2.5"):
+        dpm_solver(None, score_fn, sde, x, ts, orders=(3, 2.5, 0.5))
     with pytest.raises(ValueError, match="corrected=True changes the third-order"):
         dpm_solver_pp(None, score_fn, sde, x, ts, order=2, corrected=True)
     with pytest.raises(ValueError, match="solver_type must be 'midpoint' or 'heun'"):

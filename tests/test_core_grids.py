@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from score_sde.sampling import sample
 from score_sde.sampling.grids import GRIDS, check_grid, time_grid
 from score_sde.sde import SDE, VESDE, VPSDE, subVPSDE
 
@@ -48,11 +49,24 @@ def test_bad_grids_are_named():
         check_grid([1.0, 0.5, 0.5, 0.1], sde)
     with pytest.raises(ValueError, match=r"must lie in \[0.001, 1.0\]"):
         check_grid([1.0, 0.5, 1e-4], sde, eps=1e-3)
-    with pytest.raises(ValueError, match=r"must lie in \(0, 1.0\]"):
+    with pytest.raises(ValueError, match=r"must lie in \[0.001, 1.0\]"):
         time_grid(np.array([1.5, 0.5]), sde)
+    # An explicit grid is checked against [eps, T] (eps: the SDE's sampling_eps unless given), a few ulp of eps
+    # allowed below it (grids mapped from sigma in float32); a sampler called directly takes any grid in (0, T].
+    with pytest.raises(ValueError, match=r"must lie in \[0.001, 1.0\], got times from 1.0 down to 1e-07"):
+        time_grid(np.array([1.0, 0.5, 1e-7]), sde)
+    with pytest.raises(ValueError, match=r"must lie in \[0.001, 1.0\], got times from 1.0 down to 1e-07"):
+        sample("ddim", jax.random.key(0), lambda x, t: -x, sde, (4, 2), schedule=np.array([1.0, 0.5, 1e-7]))
+    np.testing.assert_array_equal(time_grid(np.array([1.0, 1e-7]), sde, eps=1e-7), [1.0, 1e-7])
+    np.testing.assert_array_equal(time_grid(np.array([1.0, 0.001 * (1 - 4e-7)]), sde)[-1], 0.001 * (1 - 4e-7))
+    with pytest.raises(ValueError, match=r"must lie in \[0.001, 1.0\]"):
+        time_grid(np.array([1.0, 0.001 * (1 - 4e-6)]), sde)
+    check_grid([1.0, 0.5, 1e-7], sde)  # a sampler's own check: (0, T]
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1.0\]"):
+        check_grid([1.5, 0.5], sde)
     with pytest.raises(ValueError, match="at least 2 times"):
         time_grid(np.array([1.0]), sde)
-    with pytest.raises(ValueError, match=r"unknown time grid the time grid \(schedule\)='cosine'; registered: \["):
+    with pytest.raises(ValueError, match=r"unknown time grid 'cosine'; known: "):
         time_grid("cosine", sde, 10)
     with pytest.raises(ValueError, match="num_steps >= 1"):
         time_grid("karras", sde, 0)

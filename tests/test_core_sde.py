@@ -150,7 +150,7 @@ def test_get_sde_from_config():
     assert get_sde(_config(sde="VPSDE")) == VPSDE(0.1, 20.0, 1000)
     assert get_sde(_config(sde="subvpsde", num_scales=500)) == subVPSDE(0.1, 20.0, 500)
     assert VESDE().sampling_eps == 1e-5 and VPSDE().sampling_eps == subVPSDE().sampling_eps == 1e-3
-    with pytest.raises(ValueError, match=r"unknown SDE config.training.sde='ddpm'; registered: .*'subvpsde', 'vesde'"):
+    with pytest.raises(ValueError, match=r"unknown SDE 'ddpm' \(config.training.sde\); known: .*subvpsde"):
         get_sde(_config(sde="ddpm"))
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         get_sde(_config(sde="vesde", sigma_min=1.0, sigma_max=0.5))

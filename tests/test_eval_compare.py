@@ -155,6 +155,19 @@ def test_compare_outputs_and_resume_after_kill(problem, tmp_path):
     assert not [p for p in os.listdir(tmp_path / "full") if ".tmp" in p]
 
 
+def test_every_sampler_has_its_own_line_style():
+    """Colour and marker tell apart every registered sampler and PC pair; the grid changes the line style, the
+    guidance weight the marker's fill; the style of a sampler is the same whatever else is plotted."""
+    from score_sde import sampling
+
+    names = sorted(sampling.SAMPLERS) + [f"pc:{p}:{c}" for p in sampling.PREDICTORS for c in sampling.CORRECTORS]
+    looks = {(s["color"], s["marker"]) for s in map(cmp.line_style, names)}
+    assert len(looks) == len(names)
+    a, b = cmp.line_style("edm:heun@karras", "karras"), cmp.line_style("edm:heun", "uniform", 1)
+    assert (a["color"], a["marker"]) == (b["color"], b["marker"]) and a["linestyle"] != b["linestyle"]
+    assert a["fillstyle"] != b["fillstyle"] and cmp.line_style("ddim") == cmp.line_style("DDIM")
+
+
 def test_compare_per_guidance_weight(problem, tmp_path):
     """With guidance weights, every sampler setting is run at each, from the same noise: the guided score of a
     labelled mixture (the problem's two components are classes 0 and 1) for labels 0 draws class-0 samples at

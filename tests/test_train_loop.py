@@ -76,14 +76,15 @@ def small_config(**training):
     return config
 
 
-def run(config, workdir, devices=None, loss_fn=ve_loss):
+def run(config, workdir, devices=None, loss_fn=ve_loss, **options):
     return train.run_training(
         config,
         str(workdir),
-        model=MODEL,
+        model=options.pop("model", MODEL),
         loss_fn=loss_fn,
         train_batches=digit_batches(config),
         mesh=parallel.data_mesh(devices),
+        **options,
     )
 
 
@@ -128,13 +129,16 @@ def test_eight_devices_equal_one(tmp_path):
     np.testing.assert_allclose([g1[s] for s in g1], [g8[s] for s in g1], rtol=1e-4)
 
 
-def test_update_rule_matches_definition(tmp_path):
+@pytest.mark.parametrize("ema_warmup", [False, True])
+def test_update_rule_matches_definition(tmp_path, ema_warmup):
     """Two steps by hand: Adam (b2 = 0.999) on the clipped gradient with lr * min(step / warmup, 1),
-    then EMA with config.model.ema_rate, exactly as the official optimization_manager and step_fn."""
+    then EMA with config.model.ema_rate, exactly as the official optimization_manager and step_fn; with
+    config.model.ema_warmup, the PyTorch port's decay min(rate, (1 + n) / (10 + n)) at update n = 1, 2."""
     config = small_config(n_iters=2, n_jitted_steps=1, snapshot_freq=0, snapshot_freq_for_preemption=0)
     config.optim.grad_clip = 0.5  # small enough to be active
     config.optim.warmup = 3
     config.model.ema_rate = 0.9
+    config.model.ema_warmup = ema_warmup
     got = run(config, tmp_path / "w", jax.devices()[:1])
 
     state = train.init_state(config, MODEL, train.get_optimizer(config))
@@ -158,10 +162,43 @@ def test_update_rule_matches_definition(tmp_path):
             m,
             v,
         )
-        ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, params)
+        decay = min(0.9, (2 + step) / (11 + step)) if ema_warmup else 0.9  # 2/11, 3/12 with the warm-up
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
     for a, b in zip(jax.tree.leaves((params, ema)), jax.tree.leaves((got.params, got.params_ema))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
     assert int(parallel.to_host(got.step)) == 2
+
+
+class WiderNet(TinyNet):
+    """TinyNet's parameter tree with a 16-channel first layer: another network for --init-from."""
+
+    @nn.compact
+    def __call__(self, x, labels, train: bool = False):
+        h = nn.Conv(16, (3, 3))(x) + nn.Dense(16)(jnp.log(labels)[:, None])[:, None, None, :]
+        return nn.Conv(x.shape[-1], (3, 3))(nn.swish(h))
+
+
+def test_init_from_another_run(tmp_path):
+    """init_from (`train --init-from`): the parameters and EMA of another run's workdir, a fresh optimizer at step 0
+    (with lr 0 the first step keeps the parameters, and the EMA moves toward them); a network of other shapes is
+    refused naming the first parameter that differs; once the workdir has checkpoints of its own, they win."""
+    devices = jax.devices()[:1]
+    source = run(small_config(n_iters=4, snapshot_freq=4), tmp_path / "source", devices)
+    config = small_config(n_iters=1, snapshot_freq=1)
+    config.optim.lr, config.model.ema_rate = 0.0, 0.5
+    tuned = run(config, tmp_path / "tuned", devices, init_from=str(tmp_path / "source"))
+    assert int(parallel.to_host(tuned.step)) == 1
+    for p, e, q, f in zip(
+        *(jax.tree.leaves(t) for t in (tuned.params, tuned.params_ema, source.params, source.params_ema))
+    ):
+        np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+        np.testing.assert_allclose(np.asarray(e), 0.5 * np.asarray(f) + 0.5 * np.asarray(q), rtol=1e-6, atol=1e-7)
+    config.training.n_iters = 2
+    resumed = run(config, tmp_path / "tuned", devices, init_from=str(tmp_path / "nowhere"))  # not read: resumed
+    assert int(parallel.to_host(resumed.step)) == 2
+    message = r"--init-from .*source does not fit the config's network: parameter Conv_0/bias has shape \(8,\)"
+    with pytest.raises(ValueError, match=message):
+        run(config, tmp_path / "wider", devices, init_from=str(tmp_path / "source"), model=WiderNet())
 
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):

@@ -60,18 +60,23 @@ class InputConventions:
 
 
 class _NetworkClassifier:
-    """log p_t(y | x) of a Flax classifier; static, equal for the same module object and conventions."""
+    """log p_t(y | x) of a Flax classifier of ``num_classes`` classes; static, equal for the same module object,
+    conventions and classes."""
 
-    __slots__ = ("model", "conventions")
+    __slots__ = ("model", "conventions", "num_classes")
 
-    def __init__(self, model, conventions: InputConventions):
-        self.model, self.conventions = model, conventions
+    def __init__(self, model, conventions: InputConventions, num_classes: int | None = None):
+        self.model, self.conventions, self.num_classes = model, conventions, num_classes
 
     def __eq__(self, other):
-        return type(other) is _NetworkClassifier and other.model is self.model and other.conventions == self.conventions
+        return (
+            type(other) is _NetworkClassifier
+            and other.model is self.model
+            and (other.conventions, other.num_classes) == (self.conventions, self.num_classes)
+        )
 
     def __hash__(self):
-        return hash((id(self.model), self.conventions))
+        return hash((id(self.model), self.conventions, self.num_classes))
 
     def logits(self, params, x: Array, t: Array) -> Array:
         inputs, sigmas = self.conventions.inputs(x, t)
@@ -85,8 +90,10 @@ class _NetworkClassifier:
 def network_log_prob_fn(model, params, config) -> Partial:
     """log_prob_fn(x, t, y) -> log p_t(y | x_t) (B,) of the classifier `model` with `params`, trained as
     `config` (its own config: SDE, data range, input statistics) says. A jit-able pytree (the parameters
-    are its leaves)."""
-    return Partial(_NetworkClassifier(model, InputConventions.from_config(config)), params)
+    are its leaves). It knows its classes (config.model.num_classes), so guidance refuses labels outside them."""
+    return Partial(
+        _NetworkClassifier(model, InputConventions.from_config(config), int(config.model.num_classes)), params
+    )
 
 
 def classifier_loss(

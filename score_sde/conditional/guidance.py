@@ -53,13 +53,21 @@ def _classifier_guided(score_fn, log_prob_fn, labels, weight, x, t):
     return score_fn(x, t) + weight * grad
 
 
-def classifier_guided(score_fn: ScoreFn, log_prob_fn: LogProbFn, labels, *, weight: float = 1.0) -> Partial:
+def classifier_guided(
+    score_fn: ScoreFn, log_prob_fn: LogProbFn, labels, *, weight: float = 1.0, num_classes: int | None = None
+) -> Partial:
     """score(x, t) + weight grad_x log p_t(labels | x) (Section 5 and Appendix I.4 of the paper).
 
-    labels (B,) int, one per example of the batch the sampler draws. weight 1 samples the exact
-    conditional p_t(x | y) when score and classifier are exact; larger weights sharpen it (classifier
-    guidance of Dhariwal & Nichol, 2021, samples p(x) p(y | x)^weight, renormalised).
+    labels (B,) int, one per example of the batch the sampler draws, in [0, num_classes) (default: the classes of
+    a network classifier, `classifier.network_log_prob_fn`; a label outside them would give NaN log-probabilities
+    and no guidance). weight 1 samples the exact conditional p_t(x | y) when score and classifier are exact; larger
+    weights sharpen it (classifier guidance of Dhariwal & Nichol, 2021, samples p(x) p(y | x)^weight,
+    renormalised).
     """
+    if num_classes is None:
+        num_classes = getattr(getattr(log_prob_fn, "func", None), "num_classes", None)
+    if num_classes is not None:
+        labels = check_labels(labels, int(num_classes))
     labels = jnp.asarray(labels, jnp.int32)
     if labels.ndim != 1:
         raise ValueError(f"labels must be (batch,) class indices, got shape {labels.shape}")
@@ -131,6 +139,13 @@ def classifier_free_guided(
 def _check_measurement(operator: LinearOperator, y) -> None:
     if not isinstance(operator, LinearOperator):
         raise TypeError(f"expected a LinearOperator (score_sde.conditional.operators), got {type(operator).__name__}")
+    if operator.per_example is not None:
+        name, shape = operator.per_example
+        if shape[0] not in (1, np.shape(y)[0]):
+            raise ValueError(
+                f"the {name} has shape {shape} and the measurement y {tuple(np.shape(y))}: their batches ({shape[0]}, "
+                f"{np.shape(y)[0]}) differ; give one {name} per measurement, or one for all (batch 1)"
+            )
     want = jax.eval_shape(operator.A, jax.ShapeDtypeStruct((np.shape(y)[0], *operator.in_shape), jnp.float32)).shape
     if tuple(np.shape(y)) != tuple(want):
         raise ValueError(

@@ -90,6 +90,12 @@ class LinearOperator(abc.ABC):
     def has_pinv(self) -> bool:
         return type(self).pinv is not LinearOperator.pinv
 
+    @property
+    def per_example(self) -> tuple[str, tuple[int, ...]] | None:
+        """(name, shape) of the array holding one entry per example (a mask's), whose batch must be the
+        measurement's or 1; None for an operator that is the same for every example."""
+        return None
+
     def project(self, x: Array, y: Array) -> Array:
         """x + A^+ (y - A x): x with its measured part replaced by the one y determines."""
         return x + self.pinv(y - self.A(x))
@@ -134,6 +140,10 @@ class Mask(LinearOperator):
     @property
     def in_shape(self):
         return tuple(self.mask.shape[1:])
+
+    @property
+    def per_example(self):
+        return "mask", tuple(self.mask.shape)
 
     def A(self, x):
         return self.mask * x

@@ -297,17 +297,45 @@ def _line(row: dict) -> str:
     return line if weight is None or weight == "" else f"{line}, w={float(weight):g}"
 
 
+_COLOURS = tuple(f"C{i}" for i in range(10))
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+_LINESTYLES = {"uniform": "-", "logsnr": "--", "karras": ":", "quadratic": "-."}
+_FILLS = ("full", "none", "left", "right", "bottom", "top")
+
+
+def line_style(sampler: str, schedule: str = "uniform", weight_index: int = 0) -> dict:
+    """The matplotlib style of a sampler's line, the same in every plot: colour and marker by the sampler's place
+    among every registered sampler and PC pair (unique for up to 80), the line style by its time grid, the
+    marker's fill by its guidance weight's place in the plot."""
+    names = sorted(sampling.SAMPLERS) + sorted(f"pc:{p}:{c}" for p in sampling.PREDICTORS for c in sampling.CORRECTORS)
+    base = sampler.lower().partition("@")[0]
+    i = names.index(base) if base in names else len(names)
+    return dict(
+        color=_COLOURS[i % len(_COLOURS)],
+        marker=_MARKERS[(i // len(_COLOURS)) % len(_MARKERS)],
+        linestyle=_LINESTYLES.get(schedule, (0, (3, 1, 1, 1, 1, 1))),
+        fillstyle=_FILLS[weight_index % len(_FILLS)],
+    )
+
+
 def plot_fid_vs_nfe(path: str, rows: list[dict], title: str = "") -> None:
-    """One line per sampler (and schedule) through its settings, FID against the NFE made (log-log)."""
+    """One line per sampler (and schedule and guidance weight) through its settings, FID against the NFE made
+    (log-log), each in its `line_style`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    weights = list(dict.fromkeys(r.get("guidance_weight") for r in rows))
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for line in dict.fromkeys(map(_line, rows)):
-        points = sorted((r["nfe"], r["fid"]) for r in rows if _line(r) == line)
-        ax.plot(*zip(*points), marker="o", label=line)
+        mine = [r for r in rows if _line(r) == line]
+        points = sorted((r["nfe"], r["fid"]) for r in mine)
+        first = mine[0]
+        style = line_style(
+            first["sampler"], first.get("schedule") or "uniform", weights.index(first.get("guidance_weight"))
+        )
+        ax.plot(*zip(*points), label=line, **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("NFE (network evaluations per sample)")

@@ -37,6 +37,14 @@ class Counted:
         return out
 
 
+def check_order(order, orders, solver: str) -> int:
+    """``order`` as an int, or ValueError naming the orders ``solver`` has: an order is one of those integers
+    (2.5, "3" or True are refused, not truncated or converted)."""
+    if isinstance(order, bool) or not isinstance(order, int | np.integer) or int(order) not in orders:
+        raise ValueError(f"{solver} has orders {list(orders)}, got order={order!r}")
+    return int(order)
+
+
 def check_eps(eps: float, sde: SDE) -> float:
     eps = float(eps)
     if not 0.0 < eps < sde.T:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import Counted, constrain, padded, padded_grid
+from score_sde.sampling._common import Counted, check_order, constrain, padded, padded_grid
 from score_sde.sampling.samplers import register_sampler
 from score_sde.score import as_pytree, data_prediction, noise_prediction
 from score_sde.sde import SDE, ScoreFn
@@ -100,12 +100,6 @@ def multistep_orders(num_steps: int, order: int, lower_order_final: bool) -> tup
     return tuple(min(order, i + 1, num_steps - i if final else order) for i in range(num_steps))
 
 
-def check_order(order: int, orders, solver: str) -> int:
-    if int(order) not in orders:
-        raise ValueError(f"{solver} has orders {list(orders)}, got order={order}")
-    return int(order)
-
-
 def prepare(score_fn, sde: SDE, x, ts):
     """The arguments every sampler checks: x (B, ...) floating, ts a valid grid. Returns the score_fn as a pytree,
     the grid padded (`padded`, with its last time) in x's dtype, and its number of intervals n."""
@@ -168,8 +162,11 @@ def dpm_solver(
     """
     order = check_order(order, (1, 2, 3), "DPM-Solver")
     score_fn, ts, n = prepare(score_fn, sde, x, ts)
-    orders = dpm_solver_fast_orders(n, order) if orders is None else tuple(int(k) for k in orders)
-    if any(k not in (1, 2, 3) for k in orders) or sum(orders) != n:
+    if orders is None:
+        orders = dpm_solver_fast_orders(n, order)
+    else:
+        orders = tuple(check_order(k, (1, 2, 3), "DPM-Solver (each of its steps)") for k in orders)
+    if sum(orders) != n:
         raise ValueError(f"DPM-Solver: orders must be 1, 2 or 3 and sum to the grid's {n} intervals, got {orders}")
     return _dpm_solver(score_fn, sde, x, ts, _stage_table(orders), n, sharding)
 

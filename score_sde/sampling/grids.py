@@ -62,9 +62,15 @@ def quadratic(sde: SDE, num_steps: int, eps: float) -> np.ndarray:
     return np.linspace(np.sqrt(sde.T), np.sqrt(eps), num_steps + 1) ** 2
 
 
+# A grid's last time may lie this far (relative) below eps: grids mapped from sigma or log-SNR in float32 land a
+# rounding error (a few ulp) below it.
+EPS_RTOL = 1e-6
+
+
 def check_grid(ts, sde: SDE, eps: float | None = None) -> np.ndarray:
     """ts as float64 numpy, or ValueError naming the problem: not 1-D with at least 2 points, not strictly
-    decreasing, or outside [eps, T] (outside (0, T] when eps is None)."""
+    decreasing, or outside [eps, T] (to a relative `EPS_RTOL` at eps; outside (0, T] when eps is None, as for a
+    sampler called directly)."""
     ts = np.asarray(ts, np.float64)
     if ts.ndim != 1 or ts.size < 2:
         raise ValueError(f"a time grid must be 1-D with at least 2 times (T > ... > eps), got shape {ts.shape}")
@@ -73,7 +79,7 @@ def check_grid(ts, sde: SDE, eps: float | None = None) -> np.ndarray:
     if np.any(np.diff(ts) >= 0):
         i = int(np.argmax(np.diff(ts) >= 0))
         raise ValueError(f"the time grid must be strictly decreasing, but t_{i} = {ts[i]} <= t_{i + 1} = {ts[i + 1]}")
-    low_ok = ts[-1] >= eps if eps is not None else ts[-1] > 0
+    low_ok = ts[-1] >= eps * (1 - EPS_RTOL) if eps is not None else ts[-1] > 0
     if ts[0] > sde.T or not low_ok:
         bounds = f"[{eps}, {sde.T}]" if eps is not None else f"(0, {sde.T}]"
         raise ValueError(f"the time grid must lie in {bounds}, got times from {ts[0]} down to {ts[-1]}")
@@ -82,13 +88,14 @@ def check_grid(ts, sde: SDE, eps: float | None = None) -> np.ndarray:
 
 def time_grid(grid, sde: SDE, num_steps: int | None = None, eps: float | None = None) -> np.ndarray:
     """The decreasing times (num_steps + 1,) of the grid registered as ``grid`` (a name) from T down to ``eps``
-    (default sde.sampling_eps), or ``grid`` itself when it is an array of times (then checked, num_steps unused)."""
+    (default sde.sampling_eps), or ``grid`` itself when it is an array of times, then checked to lie in [eps, T]
+    (num_steps unused)."""
+    eps = sde.sampling_eps if eps is None else float(eps)
     if not isinstance(grid, str):
-        return check_grid(grid, sde)
-    fn = GRIDS.lookup(grid, "the time grid (schedule)")
+        return check_grid(grid, sde, eps)
+    fn = GRIDS.lookup(grid)
     if num_steps is None or int(num_steps) < 1:
         raise ValueError(f"the time grid {grid!r} needs num_steps >= 1, got {num_steps}")
-    eps = sde.sampling_eps if eps is None else float(eps)
     if not 0.0 < eps < sde.T:
         raise ValueError(f"eps (the smallest time) must lie in (0, T={sde.T}), got {eps}")
     ts = np.array(fn(sde, int(num_steps), eps), np.float64)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import Counted, constrain, padded_grid
+from score_sde.sampling._common import Counted, check_order, constrain, padded_grid
 from score_sde.sampling.samplers import register_sampler
 from score_sde.score import as_pytree
 from score_sde.sde import SDE, ScoreFn, batch_mul
@@ -46,16 +46,10 @@ ORDERS = (1, 2, 3, 4)
 _EQUAL_STEP = np.array([[24, 0, 0, 0], [36, -12, 0, 0], [46, -32, 10, 0], [55, -59, 37, -9]]) / 24
 
 
-def _check_order(order: int, name: str) -> int:
-    if order not in ORDERS:
-        raise ValueError(f"{name} has orders {list(ORDERS)}, got order={order}")
-    return int(order)
-
-
 @register_sampler("ipndm")
 def ipndm(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, order: int = 4, sharding=None):
     """The published iPNDM (equal-step Adams-Bashforth coefficients) of ``order`` 1-4; one evaluation per step."""
-    order = _check_order(order, "ipndm")
+    order = check_order(order, ORDERS, "ipndm")
     return _ipndm(as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), order, False, sharding)
 
 
@@ -74,7 +68,7 @@ def ipndm_v(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, order: int
     """iPNDM corrected to its nominal ``order`` (1-4) on any grid: variable-step Adams-Bashforth coefficients
     (of the grid's sigmas), the first order - 2 steps by a Runge-Kutta method of order ``order`` - 1. One
     evaluation per step, 1 more for order 3 and 4 more for order 4."""
-    order = _check_order(order, "ipndm_v")
+    order = check_order(order, ORDERS, "ipndm_v")
     return _ipndm(as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), order, True, sharding)
 
 

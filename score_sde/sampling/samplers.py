@@ -106,7 +106,7 @@ def register_sampler(
     return register
 
 
-def get_sampler(name: str, source: str | None = "the sampler") -> Sampler:
+def get_sampler(name: str, source: str | None = None) -> Sampler:
     """The sampler registered as ``name``; an unknown name raises ValueError listing the known ones."""
     return SAMPLERS.lookup(name, source)
 
@@ -145,7 +145,8 @@ def sample(
 ) -> tuple[jax.Array, jax.Array]:
     """Samples `shape` = (B, ...) with the sampler ``sampler`` (a name or a `Sampler`) from T down to ``eps``
     (default sde.sampling_eps) on the grid ``schedule``: a grid name with ``steps`` intervals, or as many as a
-    budget of ``nfe`` evaluations allows (`Sampler.steps`), or an explicit array of times. Adaptive samplers
+    budget of ``nfe`` evaluations allows (`Sampler.steps`), or an explicit array of times in [eps, T] (a sampler
+    called directly takes any grid in (0, T]). Adaptive samplers
     use only the grid's end points. Starts from a prior sample drawn with the first half of ``split(key)`` (so
     every sampler given the same key starts from the same noise), or from ``z``; the sampler gets the second
     half. ``options`` are the sampler's. Returns (samples, nfe), the evaluations counted as they ran."""
@@ -155,7 +156,7 @@ def sample(
     if z is not None and z.shape != shape:
         raise ValueError(f"z has shape {z.shape}, but shape={shape}")
     if not isinstance(schedule, str):
-        ts = time_grid(schedule, sde)
+        ts = time_grid(schedule, sde, eps=eps)
     elif sampler.adaptive:
         if steps is not None or nfe is not None:
             sampler.steps(nfe or steps)  # refused, naming the sampler

@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.sampling._common import constrain
+from score_sde.sampling._common import check_order, constrain
 from score_sde.sampling.dpm_solver import (
-    check_order,
     check_threshold,
     denoiser,
     kernel,
