@@ -119,8 +119,8 @@ def main():
 - command: `PYTHONPATH=. {machine.command()}`
 - machine: {machine.describe()}
 - load average (1/5/15 min): {load_before} at the start, {machine.load_average()} at the end
-- time: {time.time() - wall0:.0f} s in all, training (or resuming) {seconds["paper"]:.0f} s (paper) and
-  {seconds["edm"]:.0f} s (EDM)
+- time: {time.time() - wall0:.0f} s in all, of which training (or finding it done) {seconds["paper"]:.0f} s
+  (paper) and {seconds["edm"]:.0f} s (EDM)
 - models: the quickstart's DDPM++ (8x8 digits in [-1, 1]), class-conditional (10 classes and the null label),
   label dropout 0.1, 1500 steps of batch 64: `paper` = configs/small/digits_cond.py (VP SDE, the paper's loss),
   `edm` = configs/small/digits_edm.py with model.num_classes=10 (EDM's preconditioning, loss and SDE)

@@ -26,10 +26,12 @@ part of a step, and a step is used only if every process can read it (else all t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import sys
 
 import jax
 import ml_collections
@@ -181,16 +183,31 @@ class TrainCheckpoints:
 
     def save(self, step: int, *, params, params_ema, opt_state, config, kinds=(PREEMPTION,)) -> None:
         """Saves the state after ``step`` training steps as each kind in ``kinds`` (asynchronously: the
-        files are complete after `wait`, and a step appears only when complete)."""
+        files are complete after `wait`, and a step appears only when complete). A save that finds the disk
+        full raises `files.DiskFull` here or at `wait`, naming the step's folder and the space left; the
+        previous steps stay complete."""
         for kind in kinds:
-            self.managers[kind].save(
-                step,
-                args=ocp.args.Composite(
-                    model=ocp.args.StandardSave({"params": params, "params_ema": params_ema}),
-                    train=ocp.args.StandardSave({"step": step, "opt_state": opt_state}),
-                    config=ocp.args.JsonSave(json.loads(config.to_json())),
-                ),
-            )
+            with self._disk_full(kind, step):
+                self.managers[kind].save(
+                    step,
+                    args=ocp.args.Composite(
+                        model=ocp.args.StandardSave({"params": params, "params_ema": params_ema}),
+                        train=ocp.args.StandardSave({"step": step, "opt_state": opt_state}),
+                        config=ocp.args.JsonSave(json.loads(config.to_json())),
+                    ),
+                )
+
+    @contextlib.contextmanager
+    def _disk_full(self, kind: str, step: int | None):
+        """Turns a full disk met by orbax (now, or by the background write of an earlier step, which orbax
+        reports at the next save or wait) into `files.DiskFull` naming the file (else the step's folder)."""
+        try:
+            yield
+        except Exception as e:
+            full = files.disk_full(e, self.path(step, kind) if step is not None else self.workdir, "saving checkpoint")
+            if full is not None:
+                raise full from e
+            raise
 
     def steps(self) -> list[tuple[int, str]]:
         """(step, kind) of every complete checkpoint, newest first."""
@@ -266,12 +283,22 @@ class TrainCheckpoints:
         return os.path.join(self.workdir, kind, str(step))
 
     def wait(self) -> None:
-        for manager in self.managers.values():
-            manager.wait_until_finished()
+        for kind, manager in self.managers.items():
+            with self._disk_full(kind, manager.latest_step()):
+                manager.wait_until_finished()
 
     def close(self) -> None:
-        for manager in self.managers.values():
-            manager.close()
+        """Waits for the saves in flight and closes; called while an error propagates, it reports what closing
+        raises (an earlier save's failure, again) as a warning instead of masking that error."""
+        failing = sys.exc_info()[0] is not None
+        for kind, manager in self.managers.items():
+            try:
+                with self._disk_full(kind, manager.latest_step()):
+                    manager.close()
+            except Exception as e:
+                if not failing:
+                    raise
+                log.warning("closing the %s checkpoints of %s: %s", kind, self.workdir, _short(e))
 
 
 def abstract(tree):

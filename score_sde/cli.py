@@ -703,9 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     host_memory.keep_host_memory()
     import jax
 
-    from score_sde import checkpoints, parallel, train
+    from score_sde import checkpoints, files, parallel, train
 
-    known = (train.TrainingDiverged, checkpoints.CheckpointError) + USER_ERRORS
+    known = (train.TrainingDiverged, checkpoints.CheckpointError, files.DiskFull) + USER_ERRORS
     try:
         if args.multihost:
             parallel.initialize_distributed(
@@ -727,6 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.config = None
         return command.run(args) or 0
+    except train.Preempted as e:  # every process saved the step they agreed on: a clean stop
+        print(f"score-sde {args.command}: {e}", file=sys.stderr)
+        return 0
     except BaseException as e:
         several = args.multihost and jax.distributed.is_initialized()
         message = str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}"

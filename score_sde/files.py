@@ -5,19 +5,49 @@ Every writer here writes a temporary file beside the target, ``TARGET.tmp-<pid>-
 so the same file system), flushes it to the disk (fsync), renames it over the target (`os.replace`, atomic)
 and flushes the folder, so that the rename itself survives a power cut. A kill can leave a temporary
 file behind: its name never ends like a result's, so readers that look for ``*.npz``, ``*.json``, ...
-pass it over. Parent folders are created as needed.
+pass it over. Parent folders are created as needed. A write that finds the disk full raises `DiskFull`, naming
+the path and the space left, and leaves the previous content in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
+
+# The errors of a write that found no room: a full device, a quota reached.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """A write failed for want of space; the message names the path and the space left on its device."""
+
+
+def disk_full(error: BaseException, path: str, what: str = "writing") -> DiskFull | None:
+    """A DiskFull naming the file (the error's, else ``path``) and its device's free space when ``error`` (or an
+    error it was raised from) is one of a full disk or quota, else None. ``what``: what was being written."""
+    cause = error
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in _FULL):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    where = os.path.abspath(cause.filename if isinstance(cause.filename, str) else path)
+    probe = where
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    return DiskFull(
+        cause.errno,
+        f"no space left {what} {where}: {os.strerror(cause.errno)} ({free / 2**20:.1f} MiB free on its device); "
+        "what was written before is intact, free some space and run the same command again",
+    )
 
 
 @contextlib.contextmanager
@@ -36,9 +66,12 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        full = disk_full(e, path)
+        if full is not None:
+            raise full from e
         raise
     _fsync_dir(directory)
 

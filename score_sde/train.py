@@ -16,10 +16,13 @@ on 8 devices equals one on 1 device, and a killed and restarted run equals an un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import flax
@@ -53,6 +56,27 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(FloatingPointError):
     """A non-finite loss or gradient; the message names the step and the last good checkpoint."""
+
+
+class Preempted(Exception):
+    """Training stopped on a preemption notice (SIGTERM to any process): every process saved the checkpoint of
+    the step they all reached; the same command resumes from it. The command line exits 0 with its message."""
+
+
+@contextlib.contextmanager
+def _preemption_notice():
+    """An event that SIGTERM sets while the block runs (cloud TPUs and spot GPUs send it some seconds before
+    they take the machine away), the previous handler restored after. Outside the main thread, where Python
+    takes no signal handlers, the event is never set."""
+    notice = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield notice
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: notice.set())
+    try:
+        yield notice
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -404,55 +428,71 @@ def run_training(
         return losses, grad_norms
 
     step = start
-    try:
-        while step < n_iters:
-            n = min(chunk, n_iters - step)
-            host = jax.tree.map(lambda *rows: np.stack(rows), *[next(batches) for _ in range(n)])
-            state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
-            losses, grad_norms = check(step, losses, grad_norms)
-            before, step = step, step + n
-            monitor.advance(n)
-            for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms)):  # the chunk's steps on log_freq
-                if (before + i + 1) % max(1, training.log_freq) == 0:
-                    monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(grad_norm))
+    with _preemption_notice() as notice:
+        try:
+            while step < n_iters:
+                n = min(chunk, n_iters - step)
+                host = jax.tree.map(lambda *rows: np.stack(rows), *[next(batches) for _ in range(n)])
+                state, (losses, grad_norms) = train_fn(state, parallel.put_batch(host, mesh, batch_size, batch_axis=1))
+                losses, grad_norms = check(step, losses, grad_norms)
+                before, step = step, step + n
+                monitor.advance(n)
+                for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms)):  # the chunk's steps on log_freq
+                    if (before + i + 1) % max(1, training.log_freq) == 0:
+                        monitor.scalars(before + i + 1, loss=float(loss), grad_norm=float(grad_norm))
 
-            if eval_fn is not None and _crossed(before, step, training.eval_freq):
-                rows = eval_batch(step)
-                x, mask = parallel.put_batch((rows, np.ones(_rows(rows), bool)), mesh, batch_size)
-                key = jax.random.fold_in(stream_key(config, EVAL_STREAM), step)
-                total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
-                monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
+                if eval_fn is not None and _crossed(before, step, training.eval_freq):
+                    rows = eval_batch(step)
+                    x, mask = parallel.put_batch((rows, np.ones(_rows(rows), bool)), mesh, batch_size)
+                    key = jax.random.fold_in(stream_key(config, EVAL_STREAM), step)
+                    total, count = eval_fn(state.params_ema, key, x, mask)  # as the official loop: the EMA
+                    monitor.scalars(step, eval_loss=float(to_host(total)) / max(1, int(to_host(count))))
 
-            kinds = [
-                kind
-                for kind, freq in (
-                    (ckpt_lib.PERIODIC, training.snapshot_freq),
-                    (ckpt_lib.PREEMPTION, training.snapshot_freq_for_preemption),
-                )
-                if _crossed(before, step, freq)
-            ]
-            if step == n_iters:
-                kinds = [ckpt_lib.PERIODIC]
-            if kinds:
-                checkpoints.save(
-                    step,
-                    params=state.params,
-                    params_ema=state.params_ema,
-                    opt_state=state.opt_state,
-                    config=config,
-                    kinds=kinds,
-                )
-                last_saved = step
-            if sample_fn is not None and training.snapshot_sampling and ckpt_lib.PERIODIC in kinds:
-                images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, SAMPLE_STREAM), step))
-                images = parallel.gather(images)
-                if is_main:
-                    grid = save_grid(images, os.path.join(workdir, "samples", f"step_{step}.png"))
-                    monitor.image(step, "samples", grid)
-        checkpoints.wait()
-    finally:
-        monitor.close()
-        checkpoints.close()
+                kinds = [
+                    kind
+                    for kind, freq in (
+                        (ckpt_lib.PERIODIC, training.snapshot_freq),
+                        (ckpt_lib.PREEMPTION, training.snapshot_freq_for_preemption),
+                    )
+                    if _crossed(before, step, freq)
+                ]
+                if step == n_iters:
+                    kinds = [ckpt_lib.PERIODIC]
+                # A preemption notice to any process stops every one at this step (they agree on it), saved.
+                preempted = step < n_iters and not parallel.all_agree(not notice.is_set())
+                if preempted and not kinds:
+                    kinds = [ckpt_lib.PREEMPTION]
+                if kinds:
+                    checkpoints.save(
+                        step,
+                        params=state.params,
+                        params_ema=state.params_ema,
+                        opt_state=state.opt_state,
+                        config=config,
+                        kinds=kinds,
+                    )
+                    last_saved = step
+                if (
+                    sample_fn is not None
+                    and training.snapshot_sampling
+                    and ckpt_lib.PERIODIC in kinds
+                    and not preempted
+                ):
+                    images, _ = sample_fn(state.params_ema, jax.random.fold_in(stream_key(config, SAMPLE_STREAM), step))
+                    images = parallel.gather(images)
+                    if is_main:
+                        grid = save_grid(images, os.path.join(workdir, "samples", f"step_{step}.png"))
+                        monitor.image(step, "samples", grid)
+                if preempted:
+                    checkpoints.wait()
+                    raise Preempted(
+                        f"preempted (SIGTERM) at step {step} of {n_iters}: its checkpoint is saved in {workdir}; "
+                        "the same command resumes from it"
+                    )
+            checkpoints.wait()
+        finally:
+            monitor.close()
+            checkpoints.close()
     return state
 
 

@@ -122,3 +122,20 @@ def mmd_bound(m: int, false_failure: float = 1e-4) -> float:
     import math
 
     return math.sqrt(2 / m) * (1 + math.sqrt(2 * math.log(1 / false_failure)))
+
+
+def full_disk(monkeypatch, part: str) -> None:
+    """Makes every write through score_sde.files whose target's path contains ``part`` fail as on a full disk
+    (ENOSPC at its fsync), for the rest of the test."""
+    import errno
+
+    from score_sde import files
+
+    real = os.fsync
+
+    def fsync(fd):
+        if part in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)

@@ -13,7 +13,7 @@ from score_sde import cli
 from score_sde import config as config_lib
 from score_sde.models import layers, register_model
 
-from support import random_model_checkpoint
+from support import full_disk, random_model_checkpoint
 
 
 @register_model("test_conv")
@@ -264,3 +264,21 @@ def test_compare_per_guidance_weight_from_a_conditional_model(conditional_model,
     assert (manifest["class_label"], manifest["guidance"]) == (4, "classifier-free")
     with pytest.raises(ValueError, match="need --class-label"):
         commands.run_compare(conditional_model, str(tmp_path / "bad"), guidance_weights=[1.0], **kw)
+
+
+def test_a_full_disk_while_sampling_keeps_the_shards_written(model, tmp_path, capsys, monkeypatch):
+    """The disk fills while the second shard is written: the command fails naming that shard and the free space,
+    the first shard stays readable, and the same command, once there is room, writes the rest: the shards of an
+    uninterrupted run."""
+    sample = ["sample", "--model", model, "--num-samples", "16", "--batch-size", "8"]
+    sample += ["--config.sampling.method=ode", "--config.sampling.ode_method=euler", "--config.sampling.ode_steps=2"]
+    assert run_cli(sample + ["--out", str(tmp_path / "whole")], capsys)[0] == 0
+    out = tmp_path / "full"
+    with monkeypatch.context() as patch:
+        full_disk(patch, "samples_00001.npz")
+        status, _, err = run_cli(sample + ["--out", str(out)], capsys)
+    assert status == 1 and f"no space left writing {out / 'samples_00001.npz'}: " in err and "MiB free" in err, err
+    assert sorted(p for p in os.listdir(out) if p.endswith(".npz")) == ["samples_00000.npz"]
+    assert run_cli(sample + ["--out", str(out)], capsys)[0] == 0
+    for name in ("samples_00000.npz", "samples_00001.npz"):
+        np.testing.assert_array_equal(np.load(out / name)["samples"], np.load(tmp_path / "whole" / name)["samples"])

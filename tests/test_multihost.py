@@ -9,6 +9,7 @@ one training of each kind (module-scoped fixtures) and JAX's persistent compilat
 import json
 import os
 import re
+import signal
 import time
 
 import jax
@@ -282,6 +283,34 @@ def test_kill_9_of_one_then_of_both_resumes_to_the_same_result(trained):
     for err in errs:
         assert f"resuming from step {previous} " in err
     for key in ("loss", "grad_norm", "eval_loss"):
+        assert metrics(work, key) == metrics(root / "two", key), key
+    want = checkpoints.load_model(str(root / "two"))[:2]
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(checkpoints.load_model(str(work))[:2])):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_sigterm_to_one_process_stops_both_at_a_saved_step(trained):
+    """SIGTERM (a preemption notice) to process 1 of 2 after step 3 (each step waiting 0.3 s for its batch): both
+    processes stop at the same step, after saving its checkpoint completely, and exit 0 with the message; started
+    again they resume from it and end with the uninterrupted 2-process run's losses, parameters and EMA, bit for
+    bit."""
+    root = trained
+    work = root / "sigterm"
+    args = [*TRAIN, "--workdir", work]
+    job = start(args, processes=2, devices=2, cache_dir=root / "jax_cache", env={"SCORE_SDE_TEST_STEP_SECONDS": "0.3"})
+    wait_for_step(work, 3, job)
+    job.processes[1].send_signal(signal.SIGTERM)
+    results = job.wait(timeout=300)
+    stopped = [
+        re.search(r"preempted \(SIGTERM\) at step (\d+) of 12: its checkpoint is saved", err) for _, err in results
+    ]
+    assert all(code == 0 for code, _ in results) and all(stopped), [err[-2000:] for _, err in results]
+    step = int(stopped[0].group(1))
+    assert int(stopped[1].group(1)) == step < N_ITERS
+    assert step in [s for s, _ in checkpoints.TrainCheckpoints(str(work)).steps()]
+    for err in start(args, processes=2, devices=2, cache_dir=root / "jax_cache").check():
+        assert f"resuming from step {step} " in err
+    for key in ("loss", "grad_norm"):
         assert metrics(work, key) == metrics(root / "two", key), key
     want = checkpoints.load_model(str(root / "two"))[:2]
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(checkpoints.load_model(str(work))[:2])):

@@ -4,6 +4,7 @@ checkpoints are skipped, EMA and Adam with warm-up follow their definitions."""
 import json
 import logging
 import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -13,7 +14,7 @@ import optax
 import pytest
 from sklearn.datasets import load_digits
 
-from score_sde import checkpoints, parallel, train, wiring
+from score_sde import checkpoints, files, parallel, train, wiring
 from score_sde.config import load_config
 
 
@@ -201,6 +202,68 @@ def test_init_from_another_run(tmp_path):
         run(config, tmp_path / "wider", devices, init_from=str(tmp_path / "source"), model=WiderNet())
 
 
+def test_sigterm_saves_the_step_reached_and_the_run_resumes_exactly(tmp_path):
+    """SIGTERM (a preemption notice) arriving while the batch of step 5 is read: the chunk of steps 4-6 (3 jitted
+    steps a call) finishes, its checkpoint (step 6) is saved, and training stops with Preempted (the command line
+    exits 0 with its message). Started again it resumes there, and ends with the uninterrupted run's
+    parameters and EMA, bit for bit; the previous SIGTERM handler is back."""
+    config = small_config(snapshot_freq_for_preemption=0)
+    devices = jax.devices()[:1]
+    want = run(config, tmp_path / "uninterrupted", devices)
+    clean = digit_batches(config)
+
+    def batches(start):
+        for step, x in enumerate(clean(start), start=start):
+            if step == 4 and start == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield x
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(train.Preempted, match=r"preempted \(SIGTERM\) at step 6 of 12: its checkpoint is saved"):
+        train.run_training(
+            config, str(tmp_path / "preempted"), model=MODEL, loss_fn=ve_loss, train_batches=batches,
+            mesh=parallel.data_mesh(devices),
+        )  # fmt: skip
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert [step for step, _ in checkpoints.TrainCheckpoints(str(tmp_path / "preempted")).steps()] == [6]
+    got = train.run_training(
+        config, str(tmp_path / "preempted"), model=MODEL, loss_fn=ve_loss, train_batches=batches,
+        mesh=parallel.data_mesh(devices),
+    )  # fmt: skip
+    for a, b in zip(jax.tree.leaves((want.params, want.params_ema)), jax.tree.leaves((got.params, got.params_ema))):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+
+
+def test_a_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):
+    """The disk fills while the checkpoint of step 6 is written (orbax's metadata file, at its file layer): the run
+    stops with DiskFull naming that file and the free space; the checkpoint of step 4 stays complete, and the
+    same run started again resumes from it and ends with the uninterrupted run's parameters, bit for bit."""
+    import errno
+
+    from etils import epath
+
+    config = small_config(snapshot_freq_for_preemption=2, n_jitted_steps=1)
+    devices = jax.devices()[:1]
+    want = run(config, tmp_path / "uninterrupted", devices)
+    path_type = type(epath.Path(str(tmp_path)))
+    real = path_type.write_text
+
+    def write_text(self, *args, **kwargs):
+        if f"{os.sep}6.orbax-checkpoint-tmp" in str(self):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    work = tmp_path / "full"
+    with monkeypatch.context() as patch:
+        patch.setattr(path_type, "write_text", write_text)
+        with pytest.raises(files.DiskFull, match=rf"no space left saving checkpoint {work}/checkpoints-meta/6\.orbax"):
+            run(config, work, devices)
+    assert max(step for step, _ in checkpoints.TrainCheckpoints(str(work)).steps()) == 4
+    got = run(config, work, devices)
+    for a, b in zip(jax.tree.leaves((want.params, want.params_ema)), jax.tree.leaves((got.params, got.params_ema))):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+
+
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
     """A NaN in the data of step 8 makes its loss NaN: the run stops with a message naming step 8 and the
     last checkpoint (step 6), which still restores to finite parameters."""
@@ -230,8 +293,8 @@ def test_unreadable_checkpoint_is_skipped_with_warning(tmp_path, caplog):
     run(config, tmp_path / "w", jax.devices()[:1])
     store = checkpoints.TrainCheckpoints(str(tmp_path / "w"))
     assert store.steps()[0] == (9, checkpoints.PERIODIC)
-    for root, _, files in os.walk(os.path.join(store.path(9, checkpoints.PERIODIC), "model")):
-        for name in files:
+    for root, _, names in os.walk(os.path.join(store.path(9, checkpoints.PERIODIC), "model")):
+        for name in names:
             if os.path.basename(root) == "d":  # the array data files
                 with open(os.path.join(root, name), "r+b") as f:
                     f.truncate(3)
