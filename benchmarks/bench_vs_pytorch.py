@@ -508,7 +508,7 @@ def main():
         if args.pytorch:
             workers.append(Worker("torch", args))
         torch_note = (
-            f"official PyTorch port {os.path.abspath(args.pytorch)} at {PORT_COMMIT[:12]} (its CPU paths), torch "
+            f"official PyTorch port $SCORE_SDE_PYTORCH at {PORT_COMMIT[:12]} (its CPU paths), torch "
             f"on {args.threads} threads; each worker pinned to {args.threads} core(s)"
             if args.pytorch
             else "PyTorch port: not given (--pytorch), score_sde only"
@@ -517,7 +517,7 @@ def main():
             "# score_sde against the official PyTorch port, CPU" + (" (tiny CI sizes)" if args.tiny else ""),
             "",
             f"- machine: {machine.describe()}",
-            f"- command: `{machine.command()}`",
+            f"- command: `{machine.command({'--pytorch': 'SCORE_SDE_PYTORCH'})}`",
             f"- {torch_note}",
             f"- {args.reps} timed reps per case and framework, alternating, after a build and warm-up call; "
             "ms / image: median wall time over the reps divided by the batch; ratios score_sde / PyTorch of the "

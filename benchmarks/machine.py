@@ -42,6 +42,17 @@ def describe() -> str:
     )
 
 
-def command() -> str:
-    """The command line that ran this script, quoted for a shell."""
-    return f"python {shlex.join(sys.argv)}"
+def command(variables: dict[str, str] | None = None) -> str:
+    """The command line that ran this script, quoted for a shell, with the value of each option in ``variables``
+    shown as the environment variable it names (``{"--pytorch": "SCORE_SDE_PYTORCH"}``: `--pytorch
+    $SCORE_SDE_PYTORCH`), so that a path of the benchmark machine's is not recorded as if it were the reader's."""
+    args, variables, i = list(sys.argv), variables or {}, 0
+    while i < len(args):
+        option, _, value = args[i].partition("=")
+        if option in variables and value:
+            args[i] = f"{option}=${variables[option]}"
+        elif args[i] in variables and i + 1 < len(args):
+            args[i + 1] = f"${variables[args[i]]}"
+            i += 1
+        i += 1
+    return "python " + " ".join(a if a.startswith("$") or "=$" in a else shlex.quote(a) for a in args)

@@ -71,3 +71,18 @@ def test_bench_gpu_tiny(tmp_path):
     nfe = int(re.search(r"(\d+) NFE", fast[1]).group(1))
     assert (nfe == 10) if "ode:euler" in fast[1] else (0 < nfe <= 10)
     assert float(_rows(text, "end-to-end FID")[0][2]) > 0 and float(_rows(text, "FID Inception")[0][2]) > 0
+
+
+def test_recorded_commands_name_machine_paths_by_their_variables(monkeypatch):
+    """A result file's command shows the port's checkout as $SCORE_SDE_PYTORCH (in both spellings of the option),
+    so that it runs as printed on the reader's machine; other arguments stay quoted as given."""
+    spec = importlib.util.spec_from_file_location("machine", REPO / "benchmarks" / "machine.py")
+    machine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(machine)
+    variables = {"--pytorch": "SCORE_SDE_PYTORCH"}
+    for given, shown in (
+        (["--pytorch", "/home/me/port", "--out", "a b.md"], "--pytorch $SCORE_SDE_PYTORCH --out 'a b.md'"),
+        (["--pytorch=/home/me/port", "--quick"], "--pytorch=$SCORE_SDE_PYTORCH --quick"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["benchmarks/bench_vs_pytorch.py", *given])
+        assert machine.command(variables) == f"python benchmarks/bench_vs_pytorch.py {shown}"
