@@ -35,6 +35,11 @@ class Registry(dict[str, T], Generic[T]):
         try:
             return self[str(name).lower()]
         except KeyError:
-            known = difflib.get_close_matches(str(name).lower(), list(self), n=len(self), cutoff=0.0)
+            key = str(name).lower()
+
+            def closeness(known: str):  # names it begins, then names holding it, then by similarity
+                return not known.startswith(key), key not in known, -difflib.SequenceMatcher(None, key, known).ratio()
+
+            known = sorted(self, key=closeness)
             where = f" ({source})" if source else ""
             raise ValueError(f"unknown {self.kind} {str(name)!r}{where}; known: {', '.join(known)}") from None

@@ -241,3 +241,41 @@ def test_a_model_is_loaded_only_in_its_formulation():
     with pytest.raises(ValueError, match=r"trained with the 'paper' formulation; it cannot be loaded with the 'edm'"):
         wiring.with_checked_overrides(old, ["model.formulation=edm"])
     assert wiring.with_checked_overrides(_config(), ["model.sigma_data=0.6"]).model.sigma_data == 0.6
+
+
+@pytest.mark.parametrize("use_karras_sigmas", [True, False], ids=["karras", "discrete"])
+def test_edm_heun_equals_diffusers_heun_on_its_grids(use_karras_sigmas):
+    """diffusers' HeunDiscreteScheduler (k-diffusion's sample_heun, EDM's Algorithm 1: a Heun step to every next
+    sigma but the last, 0, which is Euler) with the exact denoiser of the mixture, in float64, on its own sigma
+    grids (its Karras sigmas and its DDPM-derived ones, 12 steps ending at 0): edm:heun on EDM's SDE (t = sigma)
+    over the same sigmas but the 0, with ``denoise`` (EDM's last step to sigma = 0), ends at the same points to
+    1e-12; without ``denoise`` it ends at the last nonzero sigma, where diffusers' last-but-one step does."""
+    torch = pytest.importorskip("torch")
+    from diffusers import HeunDiscreteScheduler
+
+    scheduler = HeunDiscreteScheduler(prediction_type="sample", use_karras_sigmas=use_karras_sigmas)
+    scheduler.set_timesteps(12)
+    sigmas = np.unique(scheduler.sigmas.numpy().astype(np.float64))[::-1]  # s_0 > ... > s_11 > 0
+    assert sigmas[-1] == 0 and len(sigmas) == 13
+    with jax.enable_x64(True):
+        sde = EDMSDE(sigma_min=float(sigmas[-2]) / 2, sigma_max=float(sigmas[0]))
+        x_T = np.asarray(jax.random.normal(jax.random.key(11), (64, 2), jnp.float64)) * sigmas[0]
+
+        def denoiser(x, sigma):  # the exact E[x_0 | x_0 + sigma z = x]
+            x, sigma = jnp.asarray(x, jnp.float64), jnp.full((len(x),), sigma, jnp.float64)
+            return np.asarray(exact_denoiser(x, sigma))
+
+        sample, last_nonzero = torch.tensor(x_T), None
+        for timestep in scheduler.timesteps:
+            sigma = float(scheduler.sigmas[scheduler.step_index or 0])
+            if sigma == sigmas[-2] and scheduler.state_in_first_order:
+                last_nonzero = sample.numpy().copy()  # the state its Heun steps reached at the last nonzero sigma
+            output = torch.tensor(denoiser(sample.numpy(), sigma))
+            sample = scheduler.step(output, timestep, sample).prev_sample
+        heun = sampling.get_sampler("edm:heun").fn
+        score_fn = analytic.score_fn(MIXTURE, sde)
+        ours, nfe = heun(None, score_fn, sde, jnp.asarray(x_T), sigmas[:-1], denoise=True)
+        np.testing.assert_allclose(np.asarray(ours), sample.numpy(), rtol=0, atol=1e-12)
+        assert int(nfe) == 2 * 11 + 1
+        ours, _ = heun(None, score_fn, sde, jnp.asarray(x_T), sigmas[:-1])
+        np.testing.assert_allclose(np.asarray(ours), last_nonzero, rtol=0, atol=1e-12)

@@ -209,7 +209,8 @@ NFE_SDE = VPSDE(N=20)
     [
         ("ddim", dict(eta=1.0), 10, 10),
         ("edm:euler", {}, 7, 7),
-        ("edm:heun", dict(s_churn=5.0), 10, 9),  # 5 steps: 4 Heun + the last one Euler
+        ("edm:heun", dict(s_churn=5.0), 10, 10),  # 5 Heun steps (the grid ends at sigma(eps) > 0)
+        ("edm:heun", dict(denoise=True), 10, 9),  # 4 Heun steps, then EDM's Euler step to sigma = 0
         ("ipndm", {}, 6, 6),
         ("ipndm_v", dict(order=4), 10, 10),  # 6 steps, 4 more for the Runge-Kutta start
         ("ipndm_v", dict(order=3), 4, 4),  # 3 steps, 1 more
@@ -279,7 +280,9 @@ def test_config_reaches_every_sampler():
     overrides = ["sampling.method=edm:heun", "sampling.nfe=9", "sampling.schedule=karras", "sampling.s_churn=2"]
     config = load_config("configs/small/digits.py", overrides)
     x, nfe = get_sampling_fn(config, sde, (16, 2), inverse_scaler=lambda x: 2 * x)(jax.random.key(0), score_fn)
-    ref, _ = sample("edm:heun", jax.random.key(0), score_fn, sde, (16, 2), nfe=9, schedule="karras", s_churn=2)
+    ref, _ = sample(  # the config's noise_removal (True) is EDM's last step to sigma = 0
+        "edm:heun", jax.random.key(0), score_fn, sde, (16, 2), nfe=9, schedule="karras", s_churn=2, denoise=True
+    )
     np.testing.assert_array_equal(x, 2 * ref)
     assert int(nfe) == 9
     config = with_overrides(config, ["sampling.method=ddim", "sampling.steps=12", "sampling.eta=0.5"])
@@ -288,7 +291,7 @@ def test_config_reaches_every_sampler():
     np.testing.assert_array_equal(x, ref)
     assert int(nfe) == 12
     for bad, match in (
-        (dict(method="edm:heun", nfe=0, steps=None), "needs an NFE budget of at least 1"),
+        (dict(method="edm:heun", nfe=0, steps=None), "with {'denoise': True} needs an NFE budget of at least 3"),
         (dict(method="ddim", nfe=None, steps=None), "needs config.sampling.nfe"),
         (
             dict(method="ddim", steps=4, schedule="cosine"),
@@ -319,9 +322,9 @@ def test_bad_input_is_named():
         sample("ipndm_v", key, score_fn, sde, (4, 2), nfe=2)
     with pytest.raises(ValueError, match=r"'pc' with .*'corrector': 'langevin'.* needs an NFE budget of at least 3"):
         sample("pc", key, score_fn, sde, (4, 2), nfe=2, corrector="langevin")
-    with pytest.raises(ValueError, match=r"unknown sampler 'edm:rk4'; known: edm:euler, edm:heun, "):
+    with pytest.raises(ValueError, match=r"unknown sampler 'edm:rk4'; known: ode:rk45, edm:euler, edm:heun, "):
         sample("edm:rk4", key, score_fn, sde, (4, 2), steps=5)
-    with pytest.raises(ValueError, match=r"unknown time grid the time grid \(schedule\)='sigmoid'; registered"):
+    with pytest.raises(ValueError, match=r"unknown time grid 'sigmoid'; known: "):
         sample("ddim", key, score_fn, sde, (4, 2), steps=5, schedule="sigmoid")
     with pytest.raises(ValueError, match=r"sampler 'ddim' has no option \['order'\]; its options: \['eta'\]"):
         sample("ddim", key, score_fn, sde, (4, 2), steps=5, order=2)

@@ -59,6 +59,7 @@ def test_budgets_become_steps_and_every_setting_starts_from_the_same_noise(probl
         seed=3,
         kid_subsets=2,
         kid_subset_size=8,
+        sampler_options=dict(noise_removal=False),  # EDM's samplers end at sigma(eps), as DDIM
     )
     made = {(r["sampler"], r["budget"]): (r["steps"], r["nfe"], r["schedule"]) for r in rows}
     assert made == {
@@ -66,8 +67,8 @@ def test_budgets_become_steps_and_every_setting_starts_from_the_same_noise(probl
         ("ddim", 7): (7, 7, "logsnr"),
         ("edm:euler", 4): (4, 4, "logsnr"),
         ("edm:euler", 7): (7, 7, "logsnr"),
-        ("edm:heun@karras", 4): (2, 3, "karras"),  # 2 steps: Heun, then the last one Euler
-        ("edm:heun@karras", 7): (4, 7, "karras"),
+        ("edm:heun@karras", 4): (2, 4, "karras"),  # 2 Heun steps: 2 evaluations each
+        ("edm:heun@karras", 7): (3, 6, "karras"),
         ("ipndm", 4): (4, 4, "logsnr"),
         ("ipndm", 7): (7, 7, "logsnr"),
         ("pc:euler_maruyama:none", 4): (4, 4, "uniform"),  # 4 time points (3 intervals), one predictor each
@@ -88,13 +89,13 @@ def test_budgets_become_steps_and_every_setting_starts_from_the_same_noise(probl
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match=r"sampler 'edm:heun' needs an NFE budget of at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"sampler 'edm:heun' needs an NFE budget of at least 2, got 0"):
         cmp.grid(["edm:heun"], nfe=[0])
     with pytest.raises(ValueError, match=r"registered sampler \(optionally @<schedule>\): \[.*'ddim'"):
         cmp.grid(["ddpm"], nfe=[5])
-    with pytest.raises(ValueError, match=r"the schedule of 'ddim@cosine'='cosine'; registered"):
+    with pytest.raises(ValueError, match=r"unknown time grid 'cosine' \(the schedule of 'ddim@cosine'\); known: "):
         cmp.grid(["ddim@cosine"], nfe=[5])
-    with pytest.raises(ValueError, match=r"unknown time grid the schedule='sigmoid'"):
+    with pytest.raises(ValueError, match=r"unknown time grid 'sigmoid' \(the schedule\); known: "):
         cmp.grid(["ddim"], nfe=[5], schedule="sigmoid")
     with pytest.raises(ValueError, match="needs NFE budgets"):
         cmp.grid(["ddim"])

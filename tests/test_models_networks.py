@@ -284,7 +284,7 @@ def test_bfloat16_compute_float32_parameters_close_to_float32():
 @pytest.mark.parametrize(
     "overrides, shape, message",
     [
-        (dict(name="ncsn++"), (1, 8, 8, 3), r"unknown network 'ncsn\+\+' \(config.model.name\); known: ncsnpp, "),
+        (dict(name="ncsn++"), (1, 8, 8, 3), r"unknown network 'ncsn\+\+' \(config.model.name\); known: ncsn, ncsnpp, "),
         (dict(progressive="skip"), (1, 8, 8, 3), r"config.model.progressive='skip' is not one of"),
         (dict(dtype="float16"), (1, 8, 8, 3), r"config.model.dtype='float16' is not one of"),
         (dict(nonlinearity="gelu"), (1, 8, 8, 3), r"config.model.nonlinearity='gelu'"),

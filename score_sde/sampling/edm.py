@@ -7,6 +7,11 @@ Euler and Heun steps in sigma on the given grid (the Karras schedule is `grids.k
 point-mass data law. On an SDE whose sigma is linear in t (EDM's own VE, sigma(t) = t) the Euler step is the
 probability-flow Euler step in t; on the paper's VE SDE (sigma geometric in t) they differ by O(h^2) per step.
 
+As Algorithm 1, Heun corrects every step whose next sigma is not 0: on the grids here, which end at sigma(eps) > 0,
+that is every step (n steps, 2 n evaluations). EDM and k-diffusion end their grids with sigma = 0, whose last step
+is Euler and lands on the denoised D(x; sigma_n): ``denoise=True`` takes that step after the grid's last time (one
+evaluation more; config.sampling.noise_removal), which makes EDM's 35 evaluations 17 Heun steps and that one.
+
 Stochastic churn (Algorithm 2): before step i, where S_tmin <= sigma_i <= S_tmax, the noise level is raised to
 sigma^ = (1 + gamma) sigma_i, gamma = min(S_churn / n, sqrt(2) - 1) (n the number of steps), by adding
 noise sqrt(sigma^2 - sigma_i^2) S_noise z to x~, and the step is taken from sigma^. Here sigma^ is capped at
@@ -39,7 +44,7 @@ def _check_churn(s_churn, s_tmin, s_tmax, s_noise) -> tuple[float, float, float,
     return s_churn, s_tmin, s_tmax, s_noise
 
 
-@register_sampler("edm:euler")
+@register_sampler("edm:euler", steps_for_nfe=lambda nfe, denoise=False: nfe - bool(denoise), nfe_options=("denoise",))
 def edm_euler(
     key: Array,
     score_fn: ScoreFn,
@@ -51,14 +56,21 @@ def edm_euler(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
+    denoise: bool = False,
     sharding=None,
 ):
-    """EDM's Euler sampler (Algorithm 2 with Euler steps; Algorithm 1 without churn): one evaluation per step."""
+    """EDM's Euler sampler (Algorithm 2 with Euler steps; Algorithm 1 without churn): one evaluation per step, and
+    with ``denoise`` one more, the step to sigma = 0."""
     churn = _check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    return _edm(key, as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), False, churn, sharding)
+    return _edm(key, as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), False, churn, bool(denoise), sharding)
 
 
-@register_sampler("edm:heun", steps_for_nfe=lambda nfe: (nfe + 1) // 2)
+@register_sampler(
+    "edm:heun",
+    steps_for_nfe=lambda nfe, denoise=False: (nfe - bool(denoise)) // 2,
+    min_nfe=2,
+    nfe_options=("denoise",),
+)
 def edm_heun(
     key: Array,
     score_fn: ScoreFn,
@@ -70,16 +82,17 @@ def edm_heun(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
+    denoise: bool = False,
     sharding=None,
 ):
-    """EDM's Heun sampler (Algorithms 1 and 2): Heun steps, the last one Euler as EDM's (which ends at sigma =
-    0), so n steps make 2 n - 1 evaluations; second order still (one Euler step adds O(h^2))."""
+    """EDM's Heun sampler (Algorithms 1 and 2): a Heun step to every next sigma, none 0 on these grids (n steps,
+    2 n evaluations); with ``denoise``, EDM's last step, Euler from the grid's last sigma to 0 (2 n + 1)."""
     churn = _check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    return _edm(key, as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), True, churn, sharding)
+    return _edm(key, as_pytree(score_fn), sde, x, *padded_grid(ts, sde, x), True, churn, bool(denoise), sharding)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8))
-def _edm(key, score_fn, sde, x, ts, n, heun, churn, sharding):
+@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8, 9))
+def _edm(key, score_fn, sde, x, ts, n, heun, churn, denoise, sharding):
     s_churn, s_tmin, s_tmax, s_noise = churn
     score = Counted(score_fn)
     gamma = jnp.minimum(s_churn / n, np.sqrt(2.0) - 1.0)
@@ -111,16 +124,19 @@ def _edm(key, score_fn, sde, x, ts, n, heun, churn, sharding):
         d = eps_at(x_tilde, t)
         nfe = nfe + (score.calls - before)
         x_next = x_tilde + batch_mul(sig_next - sig, d)
-        if heun:
-
-            def correct(x_next):
-                before = score.calls
-                d_next = eps_at(x_next, t_next)
-                return x_tilde + batch_mul(sig_next - sig, 0.5 * (d + d_next)), jnp.int32(score.calls - before)
-
-            x_next, extra = jax.lax.cond(i < n - 1, correct, lambda x_next: (x_next, jnp.int32(0)), x_next)
-            nfe = nfe + extra
+        if heun:  # (the next sigma is never 0 here: sigma(eps) > 0)
+            before = score.calls
+            d_next = eps_at(x_next, t_next)
+            nfe = nfe + (score.calls - before)
+            x_next = x_tilde + batch_mul(sig_next - sig, 0.5 * (d + d_next))
         x = batch_mul(sde.marginal_coeffs(t_next)[0], x_next)
         return constrain(x, sharding), nfe
 
-    return jax.lax.fori_loop(0, n, step, (constrain(x, sharding), jnp.int32(0)))
+    x, nfe = jax.lax.fori_loop(0, n, step, (constrain(x, sharding), jnp.int32(0)))
+    if denoise:  # the Euler step from sigma_n to 0: x~ - sigma_n eps = D(x~; sigma_n), data at m = 1
+        t = vec(ts[n])
+        x_tilde = batch_mul(1.0 / sde.marginal_coeffs(t)[0], x)
+        before = score.calls
+        x = constrain(x_tilde - batch_mul(sigma(t), eps_at(x_tilde, t)), sharding)
+        nfe = nfe + (score.calls - before)
+    return x, nfe
