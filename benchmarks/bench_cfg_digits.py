@@ -126,8 +126,8 @@ def main():
   label dropout 0.1, 1500 steps of batch 64: `paper` = configs/small/digits_cond.py (VP SDE, the paper's loss),
   `edm` = configs/small/digits_edm.py with model.num_classes=10 (EDM's preconditioning, loss and SDE)
 - samples: {args.num_samples} per setting, each of a uniformly random class, EDM's Heun sampler on the Karras grid
-  (n Heun steps and EDM's Euler step to sigma = 0: NFE = 2 n + 1), classifier-free guidance weight w ((1 + w) s(x, t, y) - w s(x, t, null); w = 0 is the
-  conditional model)
+  (n Heun steps and EDM's Euler step to sigma = 0: NFE = 2 n + 1), classifier-free guidance weight w
+  ((1 + w) s(x, t, y) - w s(x, t, null); w = 0 is the conditional model)
 - accuracy: the fraction of samples that a logistic regression of clean digits (trained on the train split)
   labels as the class asked for; on the real test digits it scores {real_accuracy:.3f}
 - KID: against Inception features of the first {args.reference} training images (50 subsets of up to 100); the
