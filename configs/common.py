@@ -49,12 +49,14 @@ def base_config() -> ml_collections.ConfigDict:
     sampling.atol = 1e-5
     sampling.ode_steps = None
     # Any registered sampler by name (sampling.method: "ddim", "edm:heun", "ipndm", "adaptive_sde", ...; see
-    # score_sde/sampling/) on a time grid: `schedule` (uniform, logsnr, karras, quadratic) with `steps`
-    # intervals, or as many as a budget of `nfe` network evaluations allows. Its options are read from the
-    # entries of the same names; None keeps the sampler's default.
+    # score_sde/sampling/) on a time grid: `schedule` ("auto": the sampler's published grid, uniform for PC and
+    # the paper's ODE solvers, logsnr for DPM-Solver(++) and UniPC, karras for EDM's and iPNDM, quadratic for
+    # DDIM; or uniform, logsnr, karras, quadratic) with `steps` intervals, or as many as a budget of `nfe`
+    # network evaluations allows. Its options are read from the entries of the same names; None keeps the
+    # sampler's default.
     sampling.nfe = None
     sampling.steps = None
-    sampling.schedule = "uniform"
+    sampling.schedule = "auto"
     sampling.eta = None  # ddim: 0 deterministic, 1 DDPM's ancestral noise
     sampling.s_churn = None  # edm:euler, edm:heun: stochastic churn (S_churn, S_tmin, S_tmax, S_noise)
     sampling.s_tmin = None

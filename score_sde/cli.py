@@ -199,7 +199,7 @@ def _run_sample(args):
         guidance_weight=args.guidance_weight,
         guidance_interval=args.guidance_interval,
     )
-    print(f"{done['num_samples']} samples in {args.out} ({done['nfe']} network evaluations per batch)")
+    print(f"{done['num_samples']} samples in {args.out} ({done['sampler']}: {done['nfe']} network evaluations a batch)")
 
 
 def _add_solve(p):
@@ -430,7 +430,13 @@ def _add_compare(p):
     p.add_argument(
         "--steps", nargs="+", type=int, default=[], help="step counts (grid intervals; PC: the SDE's N time points)"
     )
-    p.add_argument("--schedule", default="uniform", help="time grid: uniform, logsnr, karras, quadratic (uniform)")
+    p.add_argument(
+        "--schedule",
+        default="auto",
+        help="time grid: auto (each sampler's published grid: uniform for PC and the paper's ODE solvers, logsnr for "
+        "DPM-Solver(++) and UniPC, karras for EDM's and iPNDM, quadratic for DDIM), uniform, logsnr, karras, "
+        "quadratic (auto)",
+    )
     p.add_argument(
         "--tolerances",
         nargs="+",

@@ -162,7 +162,12 @@ def sample_to_shards(
             ]
         )[:64]
         save_grid(first / 255.0, grid_path(out))
-    return {"num_samples": num_samples, "nfe": None if nfe is None else int(to_host(nfe)), "out": out}
+    return {
+        "num_samples": num_samples,
+        "nfe": None if nfe is None else int(to_host(nfe)),
+        "out": out,
+        "sampler": sample_fn.description,
+    }
 
 
 def evaluate_bpd(

@@ -208,7 +208,8 @@ def make_sample_fn(config, model, *, num_samples: int, mesh=None):
     config.sampling's sampler, the batch split over the devices of ``mesh`` (default: every device).
     ``guide(score_fn)``, if given, makes the score the sampler follows from the network's (e.g.
     conditional.classifier_guided, or conditional.classifier_free_guided of a class-conditional network); a guide
-    of the same kind with other labels or weights reuses the compiled sampler."""
+    of the same kind with other labels or weights reuses the compiled sampler. ``sample_fn.description`` names the
+    sampler, its grid and steps."""
     mesh = parallel.data_mesh() if mesh is None else mesh
     parallel.check_batch_size(num_samples, mesh, "the number of samples per batch")
     shape = (num_samples, config.data.image_size, config.data.image_size, config.data.num_channels)
@@ -225,6 +226,7 @@ def make_sample_fn(config, model, *, num_samples: int, mesh=None):
         images, nfe = sampling_fn(key, score_fn if guide is None else guide(score_fn))
         return jnp.clip(images, 0.0, 1.0), nfe
 
+    sample_fn.description = sampling_fn.description
     return sample_fn
 
 

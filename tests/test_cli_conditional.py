@@ -216,6 +216,7 @@ def test_classifier_free_guided_samples_resume_with_their_labels(conditional_mod
     argv = sample + ["--out", str(out), "--class-label", "random", "--guidance-weight", "2"]
     status, stdout, err = run_cli(argv, capsys)
     assert status == 0, err
+    assert "12 samples in" in stdout and "(ode:euler on the uniform grid, 2 steps: 3 network evaluations" in stdout
     meta = json.loads((out / "samples.json").read_text())
     assert (meta["class_label"], meta["guidance"], meta["guidance_weight"]) == ("random", "classifier-free", 2.0)
     shards = [dict(np.load(out / f"samples_0000{i}.npz")) for i in range(2)]

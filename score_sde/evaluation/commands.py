@@ -161,7 +161,7 @@ def run_compare(
     samplers: list[str],
     steps: list[int] = (),
     nfe: list[int] = (),
-    schedule: str = "uniform",
+    schedule: str = "auto",
     tolerances: list[float] = (1e-5,),
     num_samples: int = 10000,
     batch_size: int = 500,

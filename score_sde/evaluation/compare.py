@@ -72,7 +72,9 @@ class Setting:
 
     @property
     def grid_name(self) -> str:
-        return self.sampler.partition("@")[2] or self.schedule
+        """The setting's time grid: its sampler's own ``@schedule``, else ``schedule``, "auto" being the sampler's
+        published grid (`Sampler.grid`)."""
+        return self.sampler.partition("@")[2] or sampling.grid_name(_parse(self.sampler)[0], self.schedule)
 
     @property
     def name(self) -> str:
@@ -108,13 +110,15 @@ def grid(
     steps: Sequence[int] = (),
     tolerances: Sequence[float] = (1e-5,),
     nfe: Sequence[int] = (),
-    schedule: str = "uniform",
+    schedule: str = "auto",
     guidance_weights: Sequence[float | None] = (None,),
 ) -> list[Setting]:
     """Every sampler at every NFE budget and every step count, on ``schedule`` (unless its name has its own
-    ``@schedule``); adaptive samplers (ode:rk45, tsit5, bosh3, adaptive_sde) at every tolerance; each at every
-    guidance weight (None: unguided). A budget below what a sampler needs fails here, naming it."""
-    sampling.GRIDS.lookup(schedule, "the schedule")
+    ``@schedule``; "auto": each sampler's published grid); adaptive samplers (ode:rk45, tsit5, bosh3,
+    adaptive_sde) at every tolerance; each at every guidance weight (None: unguided). A budget below what a
+    sampler needs fails here, naming it."""
+    if schedule != "auto":
+        sampling.GRIDS.lookup(schedule, "the schedule")
     settings = []
     for spec in samplers:
         sampler, fixed = _parse(spec)

@@ -25,6 +25,7 @@ from score_sde.sampling.samplers import (
     SAMPLERS,
     Sampler,
     get_sampler,
+    grid_name,
     options_from,
     register_sampler,
     sample,
@@ -44,6 +45,7 @@ __all__ = [
     "dpm_solver_pp",
     "dpm_solver_pp_sde",
     "get_sampler",
+    "grid_name",
     "register_grid",
     "register_sampler",
     "time_grid",
@@ -64,14 +66,16 @@ __all__ = [
 def get_sampling_fn(
     config, sde: SDE, shape, inverse_scaler: Callable = lambda x: x, eps: float | None = None, sharding=None
 ) -> Callable:
-    """sampling_fn(key, score_fn) -> (inverse_scaler(samples), nfe) as config.sampling says.
+    """sampling_fn(key, score_fn) -> (inverse_scaler(samples), nfe) as config.sampling says; its ``description``
+    names the sampler, its grid and steps.
 
     config.sampling.method names any registered sampler (`SAMPLERS`: "pc", "ode:rk45", "ddim", "edm:heun",
     ...); "ode" is the official configs' probability-flow sampler, "ode:<sampling.ode_method>". Its options come
     from the config.sampling entries of the same names (`samplers.options_from`: "pc" reads predictor,
     corrector, snr, n_steps_each, probability_flow, noise_removal; "ode:*" rtol, atol, noise_removal; "ddim"
     eta; ...), those set to None or absent keeping the sampler's default. The grid is `sampling.schedule`
-    (default "uniform") with `sampling.steps` intervals, or as many as a budget of `sampling.nfe` network
+    ("auto", the default: the sampler's published grid, `Sampler.grid`; "uniform" in configs saved before it)
+    with `sampling.steps` intervals, or as many as a budget of `sampling.nfe` network
     evaluations allows; "pc" defaults to the SDE's N steps (config.model.num_scales, as the paper) and "ode:*"
     to `sampling.ode_steps`. Adaptive samplers need no steps. `shape` is the global batch (B, H, W, C); `eps`
     defaults to sde.sampling_eps. Configs saved before any of these entries existed still work.
@@ -85,7 +89,7 @@ def get_sampling_fn(
     if sampler.name == "pc":  # unknown names fail here, not at the first sampling
         chosen = {**sampler.options, **options}
         get_predictor(chosen["predictor"]), get_corrector(chosen["corrector"])
-    schedule = str(s.get("schedule", None) or "uniform")
+    schedule = grid_name(sampler, s.get("schedule", None) or "uniform")  # (absent in configs saved before "auto")
     GRIDS.lookup(schedule, "config.sampling.schedule")
     steps, nfe = s.get("steps", None), s.get("nfe", None)
     if steps is None and nfe is None and not sampler.adaptive:  # (the official configs' ode_steps: fixed-step only)
@@ -106,4 +110,6 @@ def get_sampling_fn(
         x, nfe_made = run(steps=steps, nfe=nfe, sharding=sharding, **options)
         return inverse_scaler(x), nfe_made
 
+    size = "" if sampler.adaptive else f", {steps} steps" if steps is not None else f", an NFE budget of {nfe}"
+    sampling_fn.description = f"{name} on the {schedule} grid{size}"  # what `score-sde sample` prints
     return sampling_fn

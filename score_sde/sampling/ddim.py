@@ -25,7 +25,7 @@ from score_sde.sde import SDE, ScoreFn, batch_mul
 Array = jax.Array
 
 
-@register_sampler("ddim")
+@register_sampler("ddim", grid="quadratic")
 def ddim(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, eta: float = 0.0, sharding=None):
     """DDIM over the grid ts, one evaluation per step; ``eta`` in [0, 1] scales the noise (0: deterministic)."""
     if not 0.0 <= eta <= 1.0:

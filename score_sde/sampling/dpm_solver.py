@@ -405,7 +405,7 @@ def _dpm_solver_pp_sde(key, score_fn, sde, x, ts, step_order, num_steps, solver_
 
 def register(name: str, fn, min_nfe: int) -> None:
     """Registers a sampler whose grid intervals are its network evaluations (steps_for_nfe = the identity)."""
-    register_sampler(name, steps_for_nfe=lambda nfe: nfe, min_nfe=min_nfe)(fn)
+    register_sampler(name, steps_for_nfe=lambda nfe: nfe, min_nfe=min_nfe, grid="logsnr")(fn)
 
 
 for _order in (1, 2, 3):

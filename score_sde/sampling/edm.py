@@ -44,7 +44,12 @@ def _check_churn(s_churn, s_tmin, s_tmax, s_noise) -> tuple[float, float, float,
     return s_churn, s_tmin, s_tmax, s_noise
 
 
-@register_sampler("edm:euler", steps_for_nfe=lambda nfe, denoise=False: nfe - bool(denoise), nfe_options=("denoise",))
+@register_sampler(
+    "edm:euler",
+    steps_for_nfe=lambda nfe, denoise=False: nfe - bool(denoise),
+    nfe_options=("denoise",),
+    grid="karras",
+)
 def edm_euler(
     key: Array,
     score_fn: ScoreFn,
@@ -70,6 +75,7 @@ def edm_euler(
     steps_for_nfe=lambda nfe, denoise=False: (nfe - bool(denoise)) // 2,
     min_nfe=2,
     nfe_options=("denoise",),
+    grid="karras",
 )
 def edm_heun(
     key: Array,

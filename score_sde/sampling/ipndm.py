@@ -46,7 +46,7 @@ ORDERS = (1, 2, 3, 4)
 _EQUAL_STEP = np.array([[24, 0, 0, 0], [36, -12, 0, 0], [46, -32, 10, 0], [55, -59, 37, -9]]) / 24
 
 
-@register_sampler("ipndm")
+@register_sampler("ipndm", grid="karras")
 def ipndm(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, order: int = 4, sharding=None):
     """The published iPNDM (equal-step Adams-Bashforth coefficients) of ``order`` 1-4; one evaluation per step."""
     order = check_order(order, ORDERS, "ipndm")
@@ -63,7 +63,7 @@ def _ipndm_v_steps(nfe: int, order: int = 4) -> int:
     return max((n for n in range(nfe + 1) if _ipndm_v_nfe(n, order) <= nfe), default=0)
 
 
-@register_sampler("ipndm_v", steps_for_nfe=_ipndm_v_steps, nfe_options=("order",))
+@register_sampler("ipndm_v", steps_for_nfe=_ipndm_v_steps, nfe_options=("order",), grid="karras")
 def ipndm_v(key: Array, score_fn: ScoreFn, sde: SDE, x: Array, ts, *, order: int = 4, sharding=None):
     """iPNDM corrected to its nominal ``order`` (1-4) on any grid: variable-step Adams-Bashforth coefficients
     (of the grid's sigmas), the first order - 2 steps by a Runge-Kutta method of order ``order`` - 1. One

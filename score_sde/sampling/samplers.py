@@ -14,7 +14,7 @@ arguments with defaults; `sample` and the config (`config.sampling.<option>`) pa
 Registered with ``@register_sampler("name", steps_for_nfe=..., min_nfe=...)``; variants of one method are
 registered under their own names ("dpm_solver++:3m", "edm:heun").
 
-    x, nfe = sample("edm:heun", key, score_fn, sde, (64, 32, 32, 3), nfe=35, schedule="karras")
+    x, nfe = sample("edm:heun", key, score_fn, sde, (64, 32, 32, 3), nfe=35)   # on its Karras grid ("auto")
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class Sampler:
     of grid intervals whose run makes at most ``nfe`` network evaluations, given the options named in
     ``nfe_options`` that change the count (a PC sampler's corrector); ``min_nfe`` the smallest budget it can
     run with; ``adaptive`` when it chooses its own steps (it then uses only the grid's end points), and
-    ``tolerance`` the options that a comparison's tolerance sets for it (rtol and atol of an ODE solver)."""
+    ``tolerance`` the options that a comparison's tolerance sets for it (rtol and atol of an ODE solver);
+    ``grid`` its published time grid, the one ``schedule="auto"`` (the default) gives it."""
 
     name: str
     fn: SamplerFn
@@ -49,6 +50,7 @@ class Sampler:
     adaptive: bool = False
     nfe_options: tuple[str, ...] = ()
     tolerance: tuple[str, ...] = ()
+    grid: str = "uniform"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -94,12 +96,14 @@ def register_sampler(
     adaptive: bool = False,
     nfe_options: tuple[str, ...] = (),
     tolerance: tuple[str, ...] = (),
+    grid: str = "uniform",
 ) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator: ``fn`` becomes the sampler ``name`` (case-insensitive), reachable from compare, sample and
-    ``config.sampling.method``. Returns ``fn`` unchanged."""
+    ``config.sampling.method``; ``grid`` is the time grid it runs on unless the user names one. Returns ``fn``
+    unchanged."""
 
     def register(fn: SamplerFn) -> SamplerFn:
-        sampler = Sampler(name.lower(), fn, steps_for_nfe, int(min_nfe), bool(adaptive), nfe_options, tolerance)
+        sampler = Sampler(name.lower(), fn, steps_for_nfe, int(min_nfe), bool(adaptive), nfe_options, tolerance, grid)
         SAMPLERS.register(name)(sampler)
         return fn
 
@@ -109,6 +113,11 @@ def register_sampler(
 def get_sampler(name: str, source: str | None = None) -> Sampler:
     """The sampler registered as ``name``; an unknown name raises ValueError listing the known ones."""
     return SAMPLERS.lookup(name, source)
+
+
+def grid_name(sampler: Sampler, schedule: str) -> str:
+    """The time grid ``schedule`` names for ``sampler``: "auto" is its published one (`Sampler.grid`)."""
+    return sampler.grid if str(schedule).lower() == "auto" else str(schedule)
 
 
 # Options that config.sampling (as the official configs) holds under another name.
@@ -137,14 +146,15 @@ def sample(
     *,
     steps: int | None = None,
     nfe: int | None = None,
-    schedule="uniform",
+    schedule="auto",
     eps: float | None = None,
     z: jax.Array | None = None,
     sharding=None,
     **options,
 ) -> tuple[jax.Array, jax.Array]:
     """Samples `shape` = (B, ...) with the sampler ``sampler`` (a name or a `Sampler`) from T down to ``eps``
-    (default sde.sampling_eps) on the grid ``schedule``: a grid name with ``steps`` intervals, or as many as a
+    (default sde.sampling_eps) on the grid ``schedule``: "auto" (the sampler's published grid, `Sampler.grid`) or
+    another grid name, with ``steps`` intervals, or as many as a
     budget of ``nfe`` evaluations allows (`Sampler.steps`), or an explicit array of times in [eps, T] (a sampler
     called directly takes any grid in (0, T]). Adaptive samplers
     use only the grid's end points. Starts from a prior sample drawn with the first half of ``split(key)`` (so
@@ -155,6 +165,8 @@ def sample(
     shape = check_shape(shape)
     if z is not None and z.shape != shape:
         raise ValueError(f"z has shape {z.shape}, but shape={shape}")
+    if isinstance(schedule, str):
+        schedule = grid_name(sampler, schedule)
     if not isinstance(schedule, str):
         ts = time_grid(schedule, sde, eps=eps)
     elif sampler.adaptive:
