@@ -6,6 +6,7 @@ parameters registered as "tiny", and test hooks), started by tests/multihost.py.
 one training of each kind (module-scoped fixtures) and JAX's persistent compilation cache.
 """
 
+import csv
 import json
 import os
 import re
@@ -220,6 +221,56 @@ def test_fid_statistics_of_two_processes_equal_one_process(sampled):
     out = str(root / "stats2.npz")
     assert {out, out + ".json"} <= written(root / "j_stats2", 0)
     assert not {p for p in written(root / "j_stats2", 1) if p.startswith(out)}
+
+
+def test_eval_likelihood_and_compare_of_two_processes_equal_one_process(trained):
+    """`eval`, `likelihood` and `compare` of the 2-process model, in 2 processes of 2 devices and in 1 of 4: the
+    same test loss, bits/dim and comparison table (FID, KID, NFE), to float32 round-off of the other reductions;
+    process 0 alone writes the result files. A random projection of the pixels stands in for the Inception."""
+    root = trained
+    model, fake = root / "two", {"SCORE_SDE_TEST_FEATURES": "fake"}
+    compare = ["compare", "--model", model, "--samplers", "ode:euler", "ddim", "--steps", "2", "--num-samples", "8"]
+    compare += ["--batch-size", "8", "--fid-batch-size", "8"]
+    results = {}
+    for processes, devices in ((2, 2), (1, 4)):
+        out = root / f"eval{processes}"
+        env = {**fake, **journal(root / f"j_eval{processes}")}
+        jobs = [
+            ["eval", "--model", model, "--out", out],
+            [
+                "likelihood",
+                "--model",
+                model,
+                "--out",
+                out,
+                "--split",
+                "test",
+                "--num-batches",
+                "2",
+                "--batch-size",
+                "8",
+            ],
+            [*compare, "--out", out / "compare"],
+        ]
+        for args in jobs:
+            start(args, processes=processes, devices=devices, env=env).check()
+        loss = json.loads((out / f"loss_{N_ITERS}.json").read_text())
+        bpd = json.loads((out / f"bpd_test_{N_ITERS}.json").read_text())
+        with open(out / "compare" / "results.csv") as f:
+            table = list(csv.DictReader(f))
+        results[processes] = loss, bpd, table
+    (loss2, bpd2, table2), (loss1, bpd1, table1) = results[2], results[1]
+    assert loss2["count"] == loss1["count"] and bpd2["count"] == bpd1["count"] == 16
+    np.testing.assert_allclose(loss2["loss"], loss1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(bpd2["bpd"], bpd1["bpd"], rtol=1e-4)
+    assert [(r["sampler"], r["nfe"]) for r in table2] == [(r["sampler"], r["nfe"]) for r in table1] and table1
+    for a, b in zip(table2, table1):
+        np.testing.assert_allclose([float(a["fid"]), float(a["kid"])], [float(b["fid"]), float(b["kid"])], rtol=1e-3)
+    out = str(root / "eval2")
+    assert not {p for p in written(root / "j_eval2", 1) if p.startswith(out)}
+    assert {os.path.join(out, "compare", "results.csv"), os.path.join(out, f"loss_{N_ITERS}.json")} <= written(
+        root / "j_eval2", 0
+    )
 
 
 def test_every_row_of_every_batch_is_read_once(root):

@@ -242,7 +242,12 @@ def run_compare(
     chosen = compare_lib.option_keys() - set(options) - {"rtol", "atol"}
     options.update({k: s[k] for k in sorted(chosen) if s.get(k, None) is not None})
     d = config.data
-    bar = tqdm.tqdm(total=len(settings) * -(-num_samples // batch_size), unit="batch", desc="compare")
+    bar = tqdm.tqdm(
+        total=len(settings) * -(-num_samples // batch_size),
+        unit="batch",
+        desc="compare",
+        disable=jax.process_index() != 0,
+    )
 
     def progress(setting, i, n):
         bar.set_postfix_str(setting.name)
@@ -289,7 +294,7 @@ def run_compare(
     for r in rows:
         kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f}"
         weight = r.get("guidance_weight")
-        print(
+        _say(
             f"{r['sampler']:32s} {r.get('schedule') or 'uniform':>9} "
             + ("" if weight is None else f"w={weight:<5g} ")
             + f"steps={r['steps'] or '-':>5} "

@@ -12,7 +12,9 @@ Layout of the output folder::
 Every file appears whole or not at all (written under a temporary name, then renamed), so a killed
 run restarts where it stopped: finished shards and finished settings are skipped. Shard i of every
 setting starts from the same prior noise (key ``fold_in(key(seed), i)``): the settings differ only
-by their sampler, which makes their FIDs directly comparable.
+by their sampler, which makes their FIDs directly comparable. With several processes (jax.distributed), they
+draw each shard together, the Inception features are split between them, and process 0 alone writes; every
+process returns the same rows.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from score_sde import files, sampling
+from score_sde import files, parallel, sampling
 from score_sde.evaluation import images as images_lib
 from score_sde.evaluation import metrics
 from score_sde.evaluation.stats import FeatureStats, compute_stats
@@ -176,7 +178,7 @@ def sampling_fn(
 
 def _check_manifest(out_dir: str, manifest: dict) -> None:
     path = os.path.join(out_dir, "manifest.json")
-    if os.path.exists(path):
+    if parallel.from_first(np.array(os.path.exists(path))):
         with open(path) as f:
             existing = json.load(f)
         if existing != manifest:
@@ -189,7 +191,7 @@ def _check_manifest(out_dir: str, manifest: dict) -> None:
                 f"{out_dir} holds a different comparison ({diff}, as (there, asked)); "
                 "use another output folder, or the same arguments to resume it"
             )
-    else:
+    elif jax.process_index() == 0:
         files.write_json(path, manifest)
 
 
@@ -209,24 +211,31 @@ def _sample_setting(
     os.makedirs(directory, exist_ok=True)
     n_shards = math.ceil(num_samples / batch_size)
     base = jax.random.key(seed)
-    if sharding is not None:  # the key on the samples' devices (replicated), as the sampler's other inputs
+    if sharding is not None and jax.process_count() == 1:  # the key on the samples' devices, replicated
         base = jax.device_put(base, NamedSharding(sharding.mesh, PartitionSpec()))
+    # The shards an earlier run wrote, as process 0 sees them: every process draws the others.
+    done = parallel.from_first(
+        np.array([os.path.exists(os.path.join(directory, f"shard_{i:05d}.npz")) for i in range(n_shards)])
+    )
     for i in range(n_shards):
         path = os.path.join(directory, f"shard_{i:05d}.npz")
-        if os.path.exists(path):
+        if done[i]:
             continue
         start = time.perf_counter()
         x, nfe = fn(jax.random.fold_in(base, i), score_for(i))
-        x = np.asarray(x)  # waits for the device: the time below is the sampling's
+        # (waits for the devices: the time below is the sampling's; unsharded, each process drew the whole batch)
+        x = parallel.gather(x) if sharding is not None else np.asarray(x)
         seconds = time.perf_counter() - start
         count = min(batch_size, num_samples - i * batch_size)
         try:
             samples = images_lib.to_uint8(np.asarray(to_unit(x[:count])))
         except ValueError as e:
             raise ValueError(f"{setting.name}, shard {i}: {e}") from e
-        files.save_npz(path, samples=samples, nfe=np.asarray(nfe), seconds=np.float64(seconds))
+        if jax.process_index() == 0:
+            files.save_npz(path, samples=samples, nfe=parallel.to_host(nfe), seconds=np.float64(seconds))
         if progress is not None:
             progress(setting, i, n_shards)
+    parallel.barrier(f"compare {directory} sampled")  # every shard written before any process reads them
 
 
 def _shards(directory: str) -> list[str]:
@@ -262,7 +271,8 @@ def _evaluate_setting(
             yield samples
 
     sample_stats = compute_stats(extractor, batches())
-    images_lib.save_png(grid_path, images_lib.image_grid(np.concatenate(first)))
+    if jax.process_index() == 0:
+        images_lib.save_png(grid_path, images_lib.image_grid(np.concatenate(first)))
     kid = (
         metrics.kernel_distance(sample_stats.features, reference.features, kid_subsets, kid_subset_size, seed)
         if reference.features is not None
@@ -386,7 +396,9 @@ def compare(
     if guide is None and any(s.guidance is not None for s in settings):
         raise ValueError("settings with a guidance weight need guide(weight, shard)")
     options = dict(sampler_options or {})
-    os.makedirs(out_dir, exist_ok=True)
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+    parallel.barrier(f"compare {out_dir} created")
     _check_manifest(
         out_dir,
         {
@@ -399,13 +411,14 @@ def compare(
             "sampler_options": options,
         },
     )
-    os.makedirs(os.path.join(out_dir, "grids"), exist_ok=True)
+    if jax.process_index() == 0:
+        os.makedirs(os.path.join(out_dir, "grids"), exist_ok=True)
     shape = (batch_size, *image_shape)
     rows = []
     for setting in settings:
         directory = os.path.join(out_dir, "samples", setting.name)
         metrics_path = os.path.join(directory, "metrics.json")
-        if not os.path.exists(metrics_path):
+        if not parallel.from_first(np.array(os.path.exists(metrics_path))):
             fn, steps = sampling_fn(setting, sde, shape, sharding=sharding, **options)
             if setting.guidance is None:
                 score_for = lambda shard: score_fn
@@ -434,9 +447,12 @@ def compare(
                 kid_subset_size=kid_subset_size,
                 seed=seed,
             )
-            files.write_json(metrics_path, row)
+            if jax.process_index() == 0:
+                files.write_json(metrics_path, row)
+        parallel.barrier(f"compare {metrics_path}")  # written before any process reads it
         with open(metrics_path) as f:
             rows.append(json.load(f))
-    write_csv(os.path.join(out_dir, "results.csv"), rows)
-    plot_fid_vs_nfe(os.path.join(out_dir, "fid_vs_nfe.png"), rows, os.path.basename(os.path.abspath(out_dir)))
+    if jax.process_index() == 0:
+        write_csv(os.path.join(out_dir, "results.csv"), rows)
+        plot_fid_vs_nfe(os.path.join(out_dir, "fid_vs_nfe.png"), rows, os.path.basename(os.path.abspath(out_dir)))
     return rows
