@@ -370,13 +370,19 @@ def test_sigterm_to_one_process_stops_both_at_a_saved_step(trained):
 
 def test_a_failing_process_stops_all_with_its_error(root):
     """Process 1 cannot read its batch of step 3 (an injected OSError): both processes exit with status 1 and
-    its message, process 0 naming process 1, in seconds, not after a heartbeat or barrier timeout, although
-    process 0 was waiting for process 1 in a collective."""
-    began = time.monotonic()
+    its message, process 0 naming process 1, although process 0 was waiting for process 1 in a collective. The
+    two exits lie within the failure mechanism's own deadline (parallel._wait_for_peers: 30 s; the heartbeat
+    timeout is 60) of each other: measured between the exits, not from the start, which on a loaded machine takes
+    as long as compiling does (the job's limit is the harness's 600 s)."""
     job = start([*TRAIN, "--workdir", root / "failing"], processes=2, devices=2, env={"SCORE_SDE_TEST_FAIL": "data:3"})
-    (code0, err0), (code1, err1) = job.wait(timeout=120)
+    ended = [None, None]
+    while None in ended:
+        for i, code in enumerate(job.poll()):
+            if code is not None and ended[i] is None:
+                ended[i] = time.monotonic()
+        time.sleep(0.05)
+    (code0, err0), (code1, err1) = job.wait()
     assert code0 == code1 == 1, (err0[-2000:], err1[-2000:])
     assert "score-sde train: error: OSError: injected read error in the batch of step 3" in err1
     assert "score-sde train: error in process 1: OSError: injected read error in the batch of step 3" in err0
-    ended = time.monotonic() - began
-    assert "heartbeat" not in err0 and ended < 60, ended
+    assert "heartbeat" not in err0 and abs(ended[0] - ended[1]) < 30, ended
