@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
     training.likelihood_weighting = False
     training.reduce_mean = False
     training.n_jitted_steps = 5
+    # Activation checkpointing: 'none'; 'blocks' (each residual / attention block recomputed in the backward
+    # pass but its convolutions' outputs); 'full' (each block recomputed from its input). Same results, less memory.
+    training.remat = "none"
     # Class-conditional networks (config.model.num_classes > 0): the probability that a training label is
     # replaced by the null label, which trains the unconditional score for classifier-free guidance.
     training.label_dropout = 0.1

@@ -98,6 +98,7 @@ def init_and_apply(config, x, labels):
 
 
 X = jax.random.uniform(jax.random.PRNGKey(3), (2, 8, 8, 3))
+X16 = jax.random.uniform(jax.random.PRNGKey(4), (2, 16, 16, 3))
 SIGMAS = jnp.array([0.05, 20.0])
 
 
@@ -370,6 +371,47 @@ def test_class_conditional_networks(network):
         num_classes(refinenet, get_model(refinenet))
     with pytest.raises(ValueError, match=r"num_classes must be an integer >= 0"):
         get_model(ncsnpp_config(num_classes=-1, **options)).apply(variables, X, labels)
+
+
+@pytest.mark.parametrize("network", ["ncsnpp", "ddpmpp", "ddpm", "ncsnv2", "ncsn"])
+def test_remat_gives_the_same_loss_and_gradients(network):
+    """config.training.remat 'blocks' and 'full' recompute blocks in the backward pass: the parameter tree is the
+    same (checkpoints fit either way), and so are the loss and its gradient (with dropout on, the same key), to
+    float32 round-off of the differently fused recomputation."""
+    if network in ("ncsnv2", "ncsn"):
+        config, x, labels = _refinenet_config("ncsnv2_64" if network == "ncsnv2" else "ncsn"), X16, jnp.array([2, 7])
+    else:
+        options = {"ncsnpp": dict(), "ddpmpp": NCSNPP_VARIANTS["ddpmpp"], "ddpm": dict(name="ddpm", nf=32)}[network]
+        config, x = ncsnpp_config(**options), X
+        labels = SIGMAS if network == "ncsnpp" else jnp.array([3.0, 870.0])
+    config.training.remat = "none"
+    variables, _ = init_and_apply(config, x, labels)
+
+    def loss_and_grads(remat):
+        config.training.remat = remat
+        model = get_model(config)
+        shapes = jax.eval_shape(
+            lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, x, labels)
+        )
+        assert jax.tree.structure(shapes) == jax.tree.structure(variables), remat
+
+        def loss(params):
+            out = model.apply({"params": params}, x, labels, train=True, rngs={"dropout": jax.random.key(5)})
+            return jnp.mean(jnp.square(out - 0.1))
+
+        return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+    want_loss, want_grads = loss_and_grads("none")
+    # (an absolute tolerance on the scale of the whole gradient: some leaves' true gradient is 0, their values noise)
+    scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(want_grads))
+    for remat in ("blocks", "full"):
+        got_loss, got_grads = loss_and_grads(remat)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match=r"config.training.remat='some' is not one of \('none', 'blocks', 'full'\)"):
+        config.training.remat = "some"
+        get_model(config).init(jax.random.key(0), x, labels)
 
 
 def test_wideresnet_classifier_logits():

@@ -14,12 +14,23 @@ Each is a module called as ``model.apply(variables, x, labels, train=False)`` on
 
 from score_sde.models import ddpm, ncsnpp, ncsnv2, wideresnet  # noqa: F401  (registers the networks)
 from score_sde.models.utils import (
+    checkpointed,
     compute_dtype,
     get_act,
     get_model,
     get_sigmas,
     num_classes,
     register_model,
+    remat,
 )
 
-__all__ = ["get_model", "get_sigmas", "get_act", "compute_dtype", "num_classes", "register_model"]
+__all__ = [
+    "checkpointed",
+    "compute_dtype",
+    "get_act",
+    "get_model",
+    "get_sigmas",
+    "num_classes",
+    "register_model",
+    "remat",
+]

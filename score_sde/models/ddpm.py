@@ -10,7 +10,7 @@ import ml_collections
 
 from score_sde.models import layers
 from score_sde.models.layers import conv3x3, default_init, group_norm
-from score_sde.models.utils import compute_dtype, get_act, get_sigmas, num_classes, register_model
+from score_sde.models.utils import checkpointed, compute_dtype, get_act, get_sigmas, num_classes, register_model
 
 
 @register_model("ddpm")
@@ -40,7 +40,10 @@ class DDPM(nn.Module):
         attn_resolutions = tuple(m.attn_resolutions)
         num_resolutions = len(ch_mult)
         layers.check_unet_input(x, num_resolutions)
-        ResnetBlock = functools.partial(layers.ResnetBlockDDPM, act=act, dropout=m.dropout)
+        ResnetBlock = functools.partial(
+            checkpointed(layers.ResnetBlockDDPM, self.config, static_argnums=(3,)), act=act, dropout=m.dropout
+        )
+        AttnBlock = checkpointed(layers.AttnBlock, self.config)
 
         temb = layers.get_timestep_embedding(labels, nf) if m.conditional else None
         temb = layers.add_class_embedding(temb, class_labels, num_classes(self.config))
@@ -59,21 +62,21 @@ class DDPM(nn.Module):
             for _ in range(num_res_blocks):
                 h = ResnetBlock(out_ch=nf * ch_mult[i_level])(hs[-1], temb, train)
                 if h.shape[1] in attn_resolutions:
-                    h = layers.AttnBlock()(h)
+                    h = AttnBlock()(h)
                 hs.append(h)
             if i_level != num_resolutions - 1:
                 hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
 
         h = hs[-1]
         h = ResnetBlock()(h, temb, train)
-        h = layers.AttnBlock()(h)
+        h = AttnBlock()(h)
         h = ResnetBlock()(h, temb, train)
 
         for i_level in reversed(range(num_resolutions)):
             for _ in range(num_res_blocks + 1):
                 h = ResnetBlock(out_ch=nf * ch_mult[i_level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
             if h.shape[1] in attn_resolutions:
-                h = layers.AttnBlock()(h)
+                h = AttnBlock()(h)
             if i_level != 0:
                 h = layers.Upsample(with_conv=m.resamp_with_conv)(h)
 

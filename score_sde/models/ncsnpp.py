@@ -16,7 +16,7 @@ import ml_collections
 
 from score_sde.models import layers
 from score_sde.models.layers import conv3x3, default_init, group_norm, ncsnpp_groups
-from score_sde.models.utils import compute_dtype, get_act, get_sigmas, num_classes, register_model
+from score_sde.models.utils import checkpointed, compute_dtype, get_act, get_sigmas, num_classes, register_model
 
 _CHOICES = {
     "resblock_type": ("ddpm", "biggan"),
@@ -93,14 +93,20 @@ class NCSNpp(nn.Module):
         PyramidDownsample = functools.partial(
             layers.Downsample, fir=fir, fir_kernel=fir_kernel, with_conv=progressive_input == "residual"
         )
-        AttnBlock = functools.partial(layers.AttnBlockpp, init_scale=init_scale, skip_rescale=skip_rescale)
+        AttnBlock = functools.partial(
+            checkpointed(layers.AttnBlockpp, self.config), init_scale=init_scale, skip_rescale=skip_rescale
+        )
         if resblock_type == "ddpm":
             ResnetBlock = functools.partial(
-                layers.ResnetBlockDDPMpp, act=act, dropout=m.dropout, init_scale=init_scale, skip_rescale=skip_rescale
+                checkpointed(layers.ResnetBlockDDPMpp, self.config, static_argnums=(3,)),
+                act=act,
+                dropout=m.dropout,
+                init_scale=init_scale,
+                skip_rescale=skip_rescale,
             )
         else:
             ResnetBlock = functools.partial(
-                layers.ResnetBlockBigGANpp,
+                checkpointed(layers.ResnetBlockBigGANpp, self.config, static_argnums=(3,)),
                 act=act,
                 dropout=m.dropout,
                 fir=fir,

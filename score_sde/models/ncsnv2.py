@@ -22,7 +22,7 @@ from score_sde.models.refinenet import (
     ncsn_conv,
     normalize,
 )
-from score_sde.models.utils import compute_dtype, get_act, get_sigmas, register_model
+from score_sde.models.utils import checkpointed, compute_dtype, get_act, get_sigmas, register_model
 
 
 class RefineNet(nn.Module):
@@ -50,9 +50,14 @@ class RefineNet(nn.Module):
         normalizer = get_normalization(self.config, conditional=self.conditional)
         y = labels.astype(jnp.int32) if self.conditional else None
         Block = functools.partial(
-            ConditionalResidualBlock if self.conditional else ResidualBlock, act=act, normalization=normalizer
+            checkpointed(ConditionalResidualBlock if self.conditional else ResidualBlock, self.config),
+            act=act,
+            normalization=normalizer,
         )
-        Refine = functools.partial(CondRefineBlock, normalizer=normalizer) if self.conditional else RefineBlock
+        if self.conditional:
+            Refine = functools.partial(checkpointed(CondRefineBlock, self.config), normalizer=normalizer)
+        else:
+            Refine = checkpointed(RefineBlock, self.config)
 
         h = x if self.config.data.centered else 2 * x - 1.0
         h = ncsn_conv(h.astype(compute_dtype(self.config)), nf)

@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -65,6 +66,34 @@ def num_classes(config: ml_collections.ConfigDict, model: nn.Module | None = Non
             "(NCSN++, DDPM++ and DDPM do)"
         )
     return value
+
+
+REMATS = ("none", "blocks", "full")
+
+
+def remat(config: ml_collections.ConfigDict) -> str:
+    """``config.training.remat``: 'none' (absent in configs saved before it existed), 'blocks' or 'full'."""
+    value = str(config.get("training", {}).get("remat", "none")).lower()
+    if value not in REMATS:
+        raise ValueError(f"config.training.remat={value!r} is not one of {REMATS}")
+    return value
+
+
+_POLICIES = {"blocks": jax.checkpoint_policies.dots_saveable, "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def checkpointed(block: type[nn.Module], config: ml_collections.ConfigDict, static_argnums=()) -> type[nn.Module]:
+    """``block`` itself, or with config.training.remat the block recomputed in the backward pass (activation
+    checkpointing, `nn.remat`): 'blocks' keeps its convolutions' and matrix products' outputs
+    (`jax.checkpoint_policies.dots_saveable`) and recomputes only the cheap normalisations, activations and
+    dropout; 'full' keeps only the block's input and recomputes all of it. The class keeps its name, so the
+    parameter tree, and every checkpoint, are the same either way. ``static_argnums``: the call's non-array
+    arguments (the train flag), self counting as 0."""
+    if remat(config) == "none":
+        return block
+    wrapped = nn.remat(block, policy=_POLICIES[remat(config)], static_argnums=static_argnums)
+    wrapped.__name__ = wrapped.__qualname__ = block.__name__
+    return wrapped
 
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
