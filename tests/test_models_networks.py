@@ -373,6 +373,7 @@ def test_class_conditional_networks(network):
         get_model(ncsnpp_config(num_classes=-1, **options)).apply(variables, X, labels)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("network", ["ncsnpp", "ddpmpp", "ddpm", "ncsnv2", "ncsn"])
 def test_remat_gives_the_same_loss_and_gradients(network):
     """config.training.remat 'blocks' and 'full' recompute blocks in the backward pass: the parameter tree is the
